@@ -1,0 +1,193 @@
+"""The ``mtl-edge`` command line: thin typer commands over the stage functions.
+
+Every command catches the one domain error (MtlEdgeError) and turns it into a message on
+stderr and exit code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from mtl_edge import __version__
+from mtl_edge.errors import MtlEdgeError
+
+app = typer.Typer(
+    name="mtl-edge",
+    help="On-device multi-task audio sensing: corpora, features, training, export and device benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build, import, describe and prepare corpora.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from mtl_edge.progress import stderr
+
+    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False, markup=True)
+
+
+def cli_command(fn):
+    """Run a command with warnings on stderr and MtlEdgeError -> clean exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from mtl_edge.progress import stderr
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            try:
+                return fn(*args, **kwargs)
+            except MtlEdgeError as exc:
+                stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+                raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"mtl-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+):
+    """mtl-edge: which audio tasks should share one network, and what sharing costs on the device."""
+
+
+OnBadAudio = Annotated[
+    str,
+    typer.Option(
+        "--on-bad-audio",
+        help="What to do with an unreadable, empty, truncated or non-finite audio file: fail or skip (and count).",
+        case_sensitive=False,
+    ),
+]
+
+
+def _check_policy(value: str) -> str:
+    from mtl_edge.data.audio import BAD_AUDIO_POLICIES
+
+    if value not in BAD_AUDIO_POLICIES:
+        raise MtlEdgeError(f"--on-bad-audio must be one of {', '.join(BAD_AUDIO_POLICIES)}, not {value!r}")
+    return value
+
+
+def _report_skipped(skipped: list[str]) -> None:
+    from mtl_edge.progress import stderr
+
+    if skipped:
+        stderr.print(f"[yellow]skipped {len(skipped)} bad audio file(s):[/yellow]", highlight=False)
+        for problem in skipped[:20]:
+            stderr.print(f"  {problem}", highlight=False, markup=False)
+        if len(skipped) > 20:
+            stderr.print(f"  ... and {len(skipped) - 20} more", highlight=False)
+
+
+@data_app.command("demo")
+@cli_command
+def data_demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
+    scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,000 clips); smaller for tests.")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
+    voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if a complete corpus with the same settings exists.")] = False,
+):
+    """Build the demo corpus from audio that exists offline (speech, instruments, events, scenes)."""
+    from mtl_edge.data.demo.builder import DemoConfig, build_demo
+
+    result = build_demo(DemoConfig(scale=scale, seed=seed, voices=voices), out, workers=workers, force=force)
+    typer.echo(result.summary())
+
+
+@data_app.command("import")
+@cli_command
+def data_import(
+    src: Annotated[Path, typer.Argument(help="The dataset as it lies on disk.")],
+    dst: Annotated[Path, typer.Argument(help="Folder for the mtl-edge corpus.")],
+    layout: Annotated[str, typer.Option("--layout", help="speech-commands, esc50, fsdkaggle2018, librispeech, ravdess or folders.")],
+    task: Annotated[Optional[str], typer.Option("--task", help="Task name (required for --layout folders).")] = None,
+    link: Annotated[bool, typer.Option("--link/--copy", help="Symlink the audio instead of copying it.")] = False,
+    on_bad_audio: OnBadAudio = "fail",
+):
+    """Turn a dataset in a known layout into an mtl-edge corpus (manifest.csv + audio)."""
+    from mtl_edge.data.adapters import import_corpus
+
+    result = import_corpus(layout, src, dst, task=task, link=link, on_bad_audio=_check_policy(on_bad_audio))
+    _report_skipped(result.skipped)
+    typer.echo(result.summary())
+
+
+@data_app.command("describe")
+@cli_command
+def data_describe(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (with manifest.csv).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON instead of a table.")] = False,
+    on_bad_audio: OnBadAudio = "fail",
+):
+    """Dataset measurements per task: sizes, label entropy and kurtosis, lengths, rates, SNR, splits."""
+    from mtl_edge.data.describe import describe_corpus, render_table
+
+    report = describe_corpus(corpus, on_bad_audio=_check_policy(on_bad_audio))
+    _report_skipped(report.get("skipped", []))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        render_table(report)
+
+
+@data_app.command("prepare")
+@cli_command
+def data_prepare(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (with manifest.csv).")],
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default: CORPUS/.features).")] = None,
+    n_mels: Annotated[int, typer.Option("--n-mels", min=8, help="Mel bands.")] = 40,
+    win_ms: Annotated[float, typer.Option("--win-ms", help="Analysis window in ms.")] = 25.0,
+    hop_ms: Annotated[float, typer.Option("--hop-ms", help="Hop in ms.")] = 10.0,
+    on_bad_audio: OnBadAudio = "fail",
+):
+    """Compute and cache per-clip log-mel summary features (memory-mapped; reused until corpus or config change)."""
+    from mtl_edge.features.cache import prepare_features
+    from mtl_edge.features.logmel import FeatureConfig
+
+    table = prepare_features(
+        corpus, FeatureConfig(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms), cache_dir=cache,
+        on_bad_audio=_check_policy(on_bad_audio),
+    )
+    _report_skipped(table.skipped)
+    typer.echo(f"{len(table.paths)} clips x {table.features.shape[1]} features -> {table.folder}")
+
+
+@app.command("demo")
+@cli_command
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where the demo corpus lives (built on first use).")] = Path("data/demo"),
+    scale: Annotated[float, typer.Option("--scale", min=0.001, help="Corpus scale (1 = full).")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+):
+    """The one-command demo: build the demo corpus if absent, describe it, and prepare its features."""
+    from mtl_edge.data.demo.builder import DemoConfig, build_demo
+    from mtl_edge.data.describe import describe_corpus, render_table
+    from mtl_edge.features.cache import prepare_features
+    from mtl_edge.features.logmel import FeatureConfig
+
+    result = build_demo(DemoConfig(scale=scale, seed=seed), out)
+    typer.echo(result.summary())
+    render_table(describe_corpus(out))
+    table = prepare_features(out, FeatureConfig())
+    typer.echo(f"features: {len(table.paths)} clips x {table.features.shape[1]} -> {table.folder}")

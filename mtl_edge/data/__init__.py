@@ -1,0 +1,1 @@
+"""Corpora: audio loading, manifests, the demo corpus, adapters for real datasets."""

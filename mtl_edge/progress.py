@@ -1,0 +1,21 @@
+"""Progress bars for long work, drawn on stderr so that stdout stays machine-readable."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+stderr = Console(stderr=True)
+
+
+def progress_bar() -> Progress:
+    """A rich progress bar (use as a context manager; ``add_task`` then ``advance``)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=stderr,
+    )
