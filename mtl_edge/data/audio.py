@@ -66,7 +66,7 @@ def load_audio(path: str | Path, target_rate: int = TARGET_RATE) -> Audio:
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(f"{path}: {bad} samples are NaN or infinite")
-    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    mono = data.mean(axis=1, dtype=np.float64).astype(np.float32) if data.shape[1] > 1 else data[:, 0]
     if rate != target_rate:
         if rate < target_rate:
             warnings.warn(
@@ -75,6 +75,8 @@ def load_audio(path: str | Path, target_rate: int = TARGET_RATE) -> Audio:
                 stacklevel=2,
             )
         mono = soxr.resample(mono, rate, target_rate, quality="HQ").astype(np.float32, copy=False)
+    if not np.isfinite(mono).all():  # huge but finite float samples can overflow float32 when mixed or resampled
+        raise AudioError(f"{path}: samples overflow when mixed down or resampled (peak {float(np.abs(data).max()):.3g})")
     return Audio(np.ascontiguousarray(mono), target_rate, int(rate), int(data.shape[1]))
 
 

@@ -73,11 +73,12 @@ class Manifest:
                 raise ManifestError(f"{self.root / MANIFEST_NAME} line {r.line}: audio file missing: {r.path}")
 
     def to_csv(self) -> str:
+        table = [[*REQUIRED_COLUMNS, *self.extra_columns]]
+        table += [[r.path, r.task, r.label, r.split, *(r.extra.get(c, "") for c in self.extra_columns)] for r in self.rows]
+        # csv quotes only the characters of lineterminator ("\n"): a lone "\r" left unquoted would end the row
+        quoting = csv.QUOTE_ALL if any("\r" in v for row in table for v in row) else csv.QUOTE_MINIMAL
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([*REQUIRED_COLUMNS, *self.extra_columns])
-        for r in self.rows:
-            writer.writerow([r.path, r.task, r.label, r.split, *(r.extra.get(c, "") for c in self.extra_columns)])
+        csv.writer(buf, lineterminator="\n", quoting=quoting).writerows(table)
         return buf.getvalue()
 
     def write(self, folder: str | Path | None = None) -> Path:
@@ -94,7 +95,10 @@ def make_manifest(root: str | Path, rows: list[Row]) -> Manifest:
         for key in r.extra:
             if key not in extra:
                 extra.append(key)
-    numbered = [Row(r.path, r.task, r.label, r.split, r.extra, i + 2) for i, r in enumerate(rows)]
+    # strip as parse_manifest does, so that a manifest built in memory reads back identically
+    numbered = [
+        Row(r.path.strip(), r.task.strip(), r.label.strip(), r.split.strip(), r.extra, i + 2) for i, r in enumerate(rows)
+    ]
     manifest = Manifest(Path(root), numbered, tuple(extra))
     _validate(manifest, Path(root) / MANIFEST_NAME)
     return manifest
@@ -107,7 +111,7 @@ def read_manifest(corpus: str | Path, check_files: bool = True) -> Manifest:
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest (a corpus folder needs a {MANIFEST_NAME})")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # tolerate the BOM of Excel's "CSV UTF-8"
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     manifest = parse_manifest(text, root=path.parent, source=str(path))
@@ -118,7 +122,7 @@ def read_manifest(corpus: str | Path, check_files: bool = True) -> Manifest:
 
 def parse_manifest(text: str, root: str | Path, source: str = MANIFEST_NAME) -> Manifest:
     """Parse manifest CSV text; every malformed row raises a ManifestError naming its line."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     try:
         header = next(reader)
     except StopIteration:

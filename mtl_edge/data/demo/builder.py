@@ -1,0 +1,271 @@
+"""Plan and build the demo corpus: which clips exist, their labels, splits and render settings.
+
+The plan is drawn in one process from the seed, so the corpus is identical for a seed however
+many workers render it. Every clip's render settings are drawn independently (speaker rate and
+pitch, room, background stretch, SNR, level), and backgrounds and rooms are disjoint per split,
+so no rendering appears in two splits.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtl_edge import atomic
+from mtl_edge.data.demo import sources
+from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
+from mtl_edge.errors import MtlEdgeError
+
+RECIPE_VERSION = 1  # bump when rendering changes, so cached corpora are rebuilt
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
+                 "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
+INSTRUMENTS = {  # name: (General MIDI program, lowest note, highest note)
+    "piano": (0, 48, 84), "church_organ": (19, 36, 79), "acoustic_guitar": (24, 40, 76), "violin": (40, 55, 91),
+    "cello": (42, 36, 67), "trumpet": (56, 55, 82), "clarinet": (71, 50, 86), "flute": (73, 60, 96),
+}
+SCENES = tuple(sources.SCENE_BACKGROUNDS)
+EVENTS = tuple(sources.EVENTS)
+SPLIT_SHARES = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+# clips at --scale 1 per kind (total ~5,100): every class of every task gets >= ~100 clips
+FULL_COUNTS = {"speech": 3000, "silence": 300, "instrument": 960, "event": 700, "music": 150}
+MANIFEST_EXTRA = ("clip_id", "kind", "source", "scene", "snr_db", "activity", "sha256")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    scale: float = 1.0  # 1 = full corpus (~5,100 clips)
+    seed: int = 0
+    voices: str = "mbrola"  # mbrola (recordings of real speakers) or espeak (fallback)
+    snr_db: tuple[float, float] = (5.0, 20.0)  # foreground over background
+    peak_dbfs: tuple[float, float] = (-20.0, -1.0)  # random clip level: loudness is no cue
+    rooms_per_split: int = 0  # RIRs per scene and split; 0 = by scale (8 at full scale, 2 for tiny corpora)
+    recipe: int = RECIPE_VERSION
+
+    def rooms(self) -> int:
+        return self.rooms_per_split or int(min(8, max(2, np.ceil(self.scale * 25))))
+
+    def counts(self) -> dict[str, int]:
+        minimum = {"speech": 24, "silence": 6, "instrument": 16, "event": 14, "music": 3}
+        return {k: max(minimum[k], int(round(v * self.scale))) for k, v in FULL_COUNTS.items()}
+
+
+@dataclass
+class BuildResult:
+    folder: Path
+    clips: int
+    rows: int
+    seconds: float
+    reused: bool
+    per_task: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        how = "reused cached" if self.reused else f"built in {self.seconds:.1f} s"
+        tasks = ", ".join(f"{t} {n}" for t, n in sorted(self.per_task.items()))
+        return f"demo corpus {how}: {self.clips} clips, {self.rows} manifest rows -> {self.folder}\n  tasks: {tasks}"
+
+
+def _balanced(rng: np.random.Generator, labels, n: int) -> list:
+    """``n`` labels, as equal in count as possible, in random order."""
+    labels = list(labels)
+    out = (labels * (n // len(labels) + 1))[:n]
+    return [out[i] for i in rng.permutation(n)]
+
+
+def _assign_splits(rng: np.random.Generator, specs: list[dict], stratum) -> None:
+    """Stratified 80/10/10 split: each stratum (e.g. speaker x word class) is split on its own."""
+    groups: dict = {}
+    for spec in specs:
+        groups.setdefault(stratum(spec), []).append(spec)
+    for key in sorted(groups, key=str):
+        members = [groups[key][i] for i in rng.permutation(len(groups[key]))]
+        n = len(members)
+        n_val = max(1, int(round(n * 0.1))) if n >= 3 else 0
+        n_test = max(1, int(round(n * 0.1))) if n >= 3 else 0
+        for i, spec in enumerate(members):
+            spec["split"] = "validation" if i < n_val else "test" if i < n_val + n_test else "train"
+
+
+def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[dict]:
+    """Every clip of the corpus: kind, labels per task, split and render settings."""
+    rng = np.random.default_rng([config.seed, 1])
+    counts = config.counts()
+    specs: list[dict] = []
+    speaker_ids = list(speakers)
+    # each speaker speaks with a pitch centre of their own and a habitual rate (espeak would
+    # otherwise give every voice of a gender identical prosody)
+    pitch_centre = dict(zip(speaker_ids, np.linspace(25, 75, len(speaker_ids))[rng.permutation(len(speaker_ids))]))
+    rate_centre = {s: rng.uniform(140, 190) for s in speaker_ids}
+
+    # speech: balanced over speakers and over the 11 word classes
+    n = counts["speech"]
+    word_classes = _balanced(rng, [*KEYWORDS, "_unknown_"], n)
+    for speaker, word_class in zip(_balanced(rng, speaker_ids, n), word_classes):
+        word = str(rng.choice(UNKNOWN_WORDS)) if word_class == "_unknown_" else word_class
+        specs.append({
+            "kind": "speech", "speaker": speaker, "word": word,
+            "rate": int(np.clip(rate_centre[speaker] * rng.uniform(0.85, 1.18), 110, 230)),
+            "pitch": int(np.clip(pitch_centre[speaker] + rng.normal(0, 6), 0, 99)),
+            "labels": {"kws": word_class, "speaker": speaker, "gender": speakers[speaker][1],
+                       "music_speech": "speech", "vad": "speech"},
+            "source": f"{speakers[speaker][0]}:{word}",
+        })
+    for _ in range(counts["silence"]):
+        specs.append({"kind": "silence", "labels": {"kws": "_silence_", "music_speech": "noise", "vad": "no_speech"},
+                      "source": "background"})
+    for name in _balanced(rng, list(INSTRUMENTS), counts["instrument"]):
+        program, low, high = INSTRUMENTS[name]
+        notes, t = [], rng.uniform(0.0, 0.1)
+        for _ in range(int(rng.integers(1, 5))):
+            length = rng.uniform(0.15, 0.6)
+            chord = [int(rng.integers(low, high + 1))]
+            if program in (0, 19, 24) and rng.random() < 0.3:  # polyphonic instruments sometimes play a chord
+                chord.append(min(high, chord[0] + int(rng.choice([3, 4, 7]))))
+            for pitch in chord:
+                notes.append((pitch, round(t, 4), round(t + length, 4), int(rng.integers(50, 120))))
+            t += length * rng.uniform(0.8, 1.1)
+            if t > 0.75:
+                break
+        specs.append({"kind": "instrument", "program": program, "notes": notes,
+                      "labels": {"instrument": name, "music_speech": "music", "vad": "no_speech"},
+                      "source": f"GM program {program}"})
+    for label in _balanced(rng, list(EVENTS), counts["event"]):
+        specs.append({"kind": "event", "label": label, "file": int(rng.integers(0, 1 << 30)),
+                      "speed": float(rng.uniform(0.9, 1.1)), "crop": float(rng.random()),
+                      "labels": {"event": label, "music_speech": "noise", "vad": "no_speech"}, "source": label})
+    for _ in range(counts["music"]):
+        specs.append({"kind": "music", "crop": float(rng.random()),
+                      "labels": {"music_speech": "music", "vad": "no_speech"}, "source": "recorded music"})
+
+    # every clip happens in an acoustic scene: a room and a background, balanced per kind
+    for kind in FULL_COUNTS:
+        members = [s for s in specs if s["kind"] == kind]
+        for spec, scene in zip(members, _balanced(rng, SCENES, len(members))):
+            spec["scene"] = scene
+            spec["labels"]["scene"] = scene
+    _assign_splits(rng, specs, lambda s: (s["kind"], s["labels"].get("speaker"), s["labels"].get("kws"),
+                                          s["labels"].get("instrument"), s["labels"].get("event")))
+    for i, spec in enumerate(specs):
+        spec.update({
+            "index": i,
+            "rir": int(rng.integers(config.rooms())),
+            "bg_pos": float(rng.random()),
+            "snr_db": round(float(rng.uniform(*config.snr_db)), 2),
+            "peak_dbfs": float(rng.uniform(*config.peak_dbfs)),
+            "onset": float(rng.random()),
+        })
+        spec["clip_id"] = f"{spec['kind']}_{i:05d}"
+        spec["path"] = f"audio/{spec['split']}/{spec['kind']}/{spec['clip_id']}.wav"
+    return specs
+
+
+# -- rendering in worker processes ---------------------------------------------------------------
+_RENDERER = None
+
+
+def _init_worker(seed: int, voices: str, rirs: dict) -> None:
+    global _RENDERER
+    from mtl_edge.data.demo.render import Renderer
+
+    _RENDERER = Renderer(seed, voices, rirs)
+
+
+def _render_batch(args: tuple[str, list[dict]]):
+    folder, specs = args
+    return [_RENDERER.render(spec, Path(folder) / spec["path"]) for spec in specs]
+
+
+def _settings_path(folder: Path) -> Path:
+    return folder / "demo.json"
+
+
+def _existing_matches(folder: Path, config: DemoConfig) -> dict | None:
+    try:
+        info = json.loads(_settings_path(folder).read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("config") == json.loads(json.dumps(asdict(config))) and (folder / MANIFEST_NAME).is_file():
+        return info
+    return None
+
+
+def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: bool = False) -> BuildResult:
+    """Build the corpus into ``out`` (atomically), or reuse it when it was built with ``config``."""
+    from mtl_edge.progress import progress_bar, stderr
+
+    out = Path(out)
+    if not force and (info := _existing_matches(out, config)):
+        return BuildResult(out, info["clips"], info["rows"], info["build_seconds"], True, info["per_task"])
+    if out.exists() and any(out.iterdir()) and not _settings_path(out).exists():
+        raise MtlEdgeError(f"{out} exists and is not a demo corpus; choose another --out or remove it")
+    if config.voices == "espeak":
+        import warnings
+
+        warnings.warn("--voices espeak: espeak-ng's own formant voices, not recordings of people; "
+                      "speaker identification on them says little about real speakers", stacklevel=2)
+    speakers = sources.require_speech(config.voices)
+    # fail early, in this process, on any missing package
+    for scene, srcs in sources.SCENE_BACKGROUNDS.items():
+        sources.require_files(srcs, f"the '{scene}' background")
+    for label, srcs in sources.EVENTS.items():
+        sources.require_files(srcs, f"'{label}' sound events")
+    sources.require_files(sources.MUSIC, "recorded music")
+    sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")
+
+    started = time.perf_counter()
+    specs = plan_corpus(config, speakers)
+    from mtl_edge.data.demo.rooms import rir_bank
+
+    splits = [s for s, _ in SPLIT_SHARES]
+    rendered: dict[int, object] = {}
+    with atomic.atomic_dir(out) as tmp:
+        batches = [specs[i:i + 32] for i in range(0, len(specs), 32)]
+        with progress_bar() as bar:
+            rooms = bar.add_task("designing rooms", total=len(SCENES) * len(splits))
+            rirs = rir_bank(list(SCENES), splits, config.rooms(), config.seed, lambda: bar.advance(rooms))
+            task = bar.add_task("rendering demo corpus", total=len(specs))
+            with ProcessPoolExecutor(
+                max_workers=max(1, workers), initializer=_init_worker, initargs=(config.seed, config.voices, rirs),
+                mp_context=multiprocessing.get_context("spawn"),
+            ) as pool:
+                for results in pool.map(_render_batch, [(str(tmp), b) for b in batches]):
+                    for clip in results:
+                        rendered[clip.index] = clip
+                    bar.advance(task, len(results))
+        _check_no_cross_split_duplicates(specs, rendered)
+        rows = []
+        for spec in specs:
+            clip = rendered[spec["index"]]
+            extra = {"clip_id": spec["clip_id"], "kind": spec["kind"], "source": spec["source"], "scene": spec["scene"],
+                     "snr_db": "" if spec["kind"] == "silence" else f"{spec['snr_db']:.2f}",
+                     "activity": clip.activity, "sha256": clip.sha256}
+            for task_name, label in spec["labels"].items():
+                rows.append(Row(spec["path"], task_name, label, spec["split"], extra))
+        manifest = make_manifest(tmp, rows)
+        manifest.write(tmp)
+        seconds = time.perf_counter() - started
+        per_task = dict(sorted(Counter(r.task for r in rows).items()))
+        atomic.write_json(_settings_path(tmp), {
+            "config": asdict(config), "clips": len(specs), "rows": len(rows), "per_task": per_task,
+            "build_seconds": round(seconds, 2), "workers": workers, "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "speakers": {k: v[:2] for k, v in speakers.items()},
+        })
+    stderr.print(f"rendered {len(specs)} clips in {seconds:.1f} s with {workers} worker(s)", highlight=False)
+    return BuildResult(out, len(specs), len(rows), seconds, False, per_task)
+
+
+def _check_no_cross_split_duplicates(specs: list[dict], rendered: dict) -> None:
+    split_of: dict[str, str] = {}
+    for spec in specs:
+        digest = rendered[spec["index"]].sha256
+        if split_of.setdefault(digest, spec["split"]) != spec["split"]:
+            raise MtlEdgeError(f"internal error: {spec['path']} duplicates audio of another split")

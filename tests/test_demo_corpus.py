@@ -1,0 +1,184 @@
+"""The demo corpus: real sources, labels of every task, clean splits, determinism, atomic builds."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mtl_edge.cli import app
+from mtl_edge.data.demo import builder, sources
+from mtl_edge.data.demo.builder import DemoConfig, build_demo, plan_corpus
+from mtl_edge.data.manifest import read_manifest
+from mtl_edge.errors import MissingSourceError, MtlEdgeError
+
+EXPECTED_CLASSES = {
+    "kws": 12, "speaker": 10, "gender": 2, "instrument": 8, "music_speech": 3, "scene": 5, "event": 7, "vad": 2,
+}
+
+
+def test_every_task_has_its_classes_in_every_split(demo_corpus):
+    manifest = read_manifest(demo_corpus)
+    assert set(manifest.tasks) == set(EXPECTED_CLASSES)
+    for task, n_classes in EXPECTED_CLASSES.items():
+        labels = manifest.labels(task)
+        assert len(labels) == n_classes, (task, labels)
+        for split in ("train", "validation", "test"):
+            in_split = {r.label for r in manifest.rows_for(task) if r.split == split}
+            assert in_split == set(labels), (task, split, set(labels) - in_split)
+    assert set(manifest.labels("kws")) >= {"yes", "no", "stop", "go", "_unknown_", "_silence_"}
+    genders = {r.label for r in manifest.rows_for("gender")}
+    assert genders == {"female", "male"}
+    speaker_gender = {r.extra["source"].split(":")[0]: r.label for r in manifest.rows_for("gender")}
+    assert Counter(speaker_gender.values()) == {"female": 5, "male": 5}
+
+
+def test_clips_are_one_second_16k_and_not_digitally_silent(demo_corpus):
+    import soundfile as sf
+
+    manifest = read_manifest(demo_corpus)
+    for path in sorted(manifest.clips())[::7]:
+        samples, rate = sf.read(demo_corpus / path, dtype="float32")
+        assert rate == 16000 and samples.ndim == 1 and len(samples) == 16000
+        assert np.isfinite(samples).all()
+        # no run of exact zeros longer than 10 ms anywhere: the noise floor hides TTS silence
+        zero_run = max((len(run) for run in np.split(samples, np.flatnonzero(samples != 0)) if len(run)), default=0)
+        assert zero_run < 160, path
+
+
+def test_no_audio_or_rendering_shared_between_splits(demo_corpus):
+    manifest = read_manifest(demo_corpus)
+    splits_of_hash = defaultdict(set)
+    for row in manifest.rows:
+        splits_of_hash[row.extra["sha256"]].add(row.split)
+    assert all(len(s) == 1 for s in splits_of_hash.values())
+    # speech renderings: (speaker, word, rate, pitch) never repeat across splits
+    specs = plan_corpus(DemoConfig(scale=0.08, seed=0), sources.MBROLA_SPEAKERS)
+    split_of = {}
+    for spec in specs:
+        if spec["kind"] == "speech":
+            key = (spec["speaker"], spec["word"], spec["rate"], spec["pitch"], spec["rir"], spec["bg_pos"])
+            assert split_of.setdefault(key, spec["split"]) == spec["split"]
+
+
+def test_speakers_differ_in_pitch_and_rate():
+    """espeak would give all voices of a gender the same prosody; the plan must not."""
+    specs = plan_corpus(DemoConfig(scale=0.3, seed=3), sources.MBROLA_SPEAKERS)
+    pitch = defaultdict(list)
+    for spec in specs:
+        if spec["kind"] == "speech":
+            pitch[spec["speaker"]].append(spec["pitch"])
+    centres = sorted(np.mean(v) for v in pitch.values())
+    assert centres[-1] - centres[0] > 30
+    assert all(np.std(v) > 2 for v in pitch.values())  # and each varies from clip to clip
+
+
+def test_plan_is_deterministic_for_a_seed_and_differs_between_seeds():
+    a = plan_corpus(DemoConfig(scale=0.05, seed=1), sources.MBROLA_SPEAKERS)
+    b = plan_corpus(DemoConfig(scale=0.05, seed=1), sources.MBROLA_SPEAKERS)
+    c = plan_corpus(DemoConfig(scale=0.05, seed=2), sources.MBROLA_SPEAKERS)
+    assert a == b
+    assert a != c
+
+
+def test_full_scale_plan_has_about_5000_clips_and_100_per_class():
+    specs = plan_corpus(DemoConfig(scale=1.0), sources.MBROLA_SPEAKERS)
+    assert 4500 <= len(specs) <= 5500
+    counts = defaultdict(Counter)
+    for spec in specs:
+        for task, label in spec["labels"].items():
+            counts[task][label] += 1
+    for task, counter in counts.items():
+        assert len(counter) == EXPECTED_CLASSES[task]
+        assert min(counter.values()) >= 95, (task, counter.most_common()[-1])
+
+
+def test_rendering_is_identical_across_worker_counts(tmp_path, demo_corpus):
+    config = DemoConfig(scale=0.01, seed=5)
+    one = build_demo(config, tmp_path / "one", workers=1)
+    two = build_demo(config, tmp_path / "two", workers=2)
+    hashes = [{r.path: r.extra["sha256"] for r in read_manifest(x.folder).rows} for x in (one, two)]
+    assert hashes[0] == hashes[1]
+    again = build_demo(config, tmp_path / "one", workers=2)
+    assert again.reused and again.clips == one.clips
+
+
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "_check_no_cross_split_duplicates", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo(DemoConfig(scale=0.01, seed=9), tmp_path / "corpus", workers=1)
+    assert not (tmp_path / "corpus").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_sources_name_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTL_EDGE_SOURCE_ROOT", str(tmp_path))
+    with pytest.raises(MissingSourceError, match="mbrola-us1"):
+        build_demo(DemoConfig(scale=0.01), tmp_path / "out")
+    with pytest.raises(MissingSourceError, match="bucklespring-data"):
+        sources.require_files(sources.SCENE_BACKGROUNDS["office"], "the office background")
+    result = CliRunner().invoke(app, ["data", "demo", "--out", str(tmp_path / "out"), "--scale", "0.01"])
+    assert result.exit_code == 1
+    assert "apt-get install" in result.output and "--voices espeak" in result.output
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_a_demo_corpus(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(MtlEdgeError, match="not a demo corpus"):
+        build_demo(DemoConfig(scale=0.01), tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_espeak_fallback_warns_and_builds(tmp_path):
+    with pytest.warns(UserWarning, match="not recordings of people"):
+        result = build_demo(DemoConfig(scale=0.01, seed=2, voices="espeak"), tmp_path / "c", workers=1)
+    manifest = read_manifest(result.folder)
+    assert len(manifest.labels("speaker")) == 10
+
+
+def test_cli_builds_with_a_progress_bar_and_records_its_settings(tmp_path):
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["data", "demo", "--out", str(out), "--scale", "0.01", "--seed", "4", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "rendering demo corpus" in result.output  # the bar's label (CliRunner mixes stderr in)
+    info = json.loads((out / "demo.json").read_text())
+    assert info["config"]["seed"] == 4 and info["clips"] == len(read_manifest(out).clips())
+
+
+def test_shuffled_labels_stay_at_chance_and_true_labels_do_not(demo_corpus):
+    """A model trained on shuffled labels must not beat chance on the test split (no leak, no shortcut)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mtl_edge.features.cache import prepare_features
+    from mtl_edge.features.logmel import FeatureConfig
+
+    manifest = read_manifest(demo_corpus)
+    table = prepare_features(demo_corpus, FeatureConfig(), cache_dir=demo_corpus.parent / "features")
+    index = {p: i for i, p in enumerate(table.paths)}
+    rng = np.random.default_rng(0)
+    for task in ("scene", "music_speech", "speaker"):
+        rows = manifest.rows_for(task)
+        train = [r for r in rows if r.split != "test"]
+        test = [r for r in rows if r.split == "test"]
+        x_train = np.asarray(table.features)[[index[r.path] for r in train]]
+        x_test = np.asarray(table.features)[[index[r.path] for r in test]]
+        y_train = np.array([r.label for r in train])
+        y_test = np.array([r.label for r in test])
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
+        true_acc = model.fit(x_train, y_train).score(x_test, y_test)
+        shuffled_acc = np.mean([
+            model.fit(x_train, rng.permutation(y_train)).score(x_test, y_test) for _ in range(5)
+        ])
+        majority = Counter(y_test).most_common(1)[0][1] / len(y_test)
+        chance = max(1 / len(set(y_train)), majority)
+        bound = chance + 3 * np.sqrt(chance * (1 - chance) / (5 * len(y_test)))
+        assert shuffled_acc <= bound, (task, shuffled_acc, bound)
+        assert true_acc > bound, (task, true_acc, bound)
