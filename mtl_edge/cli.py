@@ -62,9 +62,9 @@ def _version(value: bool):
 @app.callback()
 def main(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = None,
+    ] = False,
 ):
     """mtl-edge: which audio tasks should share one network, and what sharing costs on the device."""
 
