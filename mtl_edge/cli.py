@@ -159,6 +159,7 @@ def data_prepare(
     n_mels: Annotated[int, typer.Option("--n-mels", min=8, help="Mel bands.")] = 40,
     win_ms: Annotated[float, typer.Option("--win-ms", help="Analysis window in ms.")] = 25.0,
     hop_ms: Annotated[float, typer.Option("--hop-ms", help="Hop in ms.")] = 10.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Feature processes.")] = 2,
     on_bad_audio: OnBadAudio = "fail",
 ):
     """Compute and cache per-clip log-mel summary features (memory-mapped; reused until corpus or config change)."""
@@ -167,7 +168,7 @@ def data_prepare(
 
     table = prepare_features(
         corpus, FeatureConfig(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms), cache_dir=cache,
-        on_bad_audio=_check_policy(on_bad_audio),
+        on_bad_audio=_check_policy(on_bad_audio), workers=workers,
     )
     _report_skipped(table.skipped)
     typer.echo(f"{len(table.paths)} clips x {table.features.shape[1]} features -> {table.folder}")
@@ -189,5 +190,5 @@ def demo(
     result = build_demo(DemoConfig(scale=scale, seed=seed), out)
     typer.echo(result.summary())
     render_table(describe_corpus(out))
-    table = prepare_features(out, FeatureConfig())
+    table = prepare_features(out, FeatureConfig(), workers=2)
     typer.echo(f"features: {len(table.paths)} clips x {table.features.shape[1]} -> {table.folder}")
