@@ -40,8 +40,8 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(target: str | os.PathLike, obj) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def write_json(target: str | os.PathLike, obj, sort_keys: bool = True) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
 @contextlib.contextmanager

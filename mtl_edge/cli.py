@@ -174,21 +174,87 @@ def data_prepare(
     typer.echo(f"{len(table.paths)} clips x {table.features.shape[1]} features -> {table.folder}")
 
 
+def _train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int | None):
+    from mtl_edge.train.trainer import TrainConfig
+
+    try:
+        widths = tuple(int(h) for h in hidden.split(","))
+    except ValueError:
+        raise MtlEdgeError(f"--hidden takes comma-separated widths such as 256,256,256, not {hidden!r}") from None
+    extra = {"epochs": epochs} if epochs else {}
+    return TrainConfig(model=model, hidden=widths, seed=seed, weighting=weighting, **extra)
+
+
+@app.command("train")
+@cli_command
+def train(
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks, e.g. kws,speaker,scene,instrument.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder, e.g. runs/NAME.")],
+    single: Annotated[bool, typer.Option("--single", help="Also train one single-task baseline per task (same config and seed).")] = False,
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "dnn",
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "256,256,256",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
+    weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+):
+    """Train the shared multi-task DNN (and with --single the single-task baselines); print the per-task table."""
+    from mtl_edge.train.data import parse_tasks
+    from mtl_edge.train.run import render_metrics, train_run
+
+    cfg = _train_config(model, hidden, seed, weighting, epochs)
+    result = train_run(corpus, parse_tasks(tasks), out, cfg, single=single, resume=resume)
+    render_metrics(result.metrics)
+    typer.echo(f"run written to {result.folder}")
+
+
+@app.command("evaluate")
+@cli_command
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="A finished run folder.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus with the same label space (e.g. a held-out corpus).")],
+    split: Annotated[str, typer.Option("--split", help="Split of that corpus to evaluate on.")] = "test",
+):
+    """Evaluate a run's checkpoints on another corpus; labels the model never saw are reported."""
+    from mtl_edge.progress import stderr
+    from mtl_edge.train.evaluate import evaluate_run
+    from mtl_edge.train.run import render_metrics
+
+    report = evaluate_run(run, corpus, split)
+    render_metrics(report)
+    for task, entry in report["tasks"].items():
+        if entry["unseen_samples"]:
+            stderr.print(f"[yellow]{task}: {entry['unseen_samples']} of {entry['samples']} samples have labels the model "
+                         f"never saw ({', '.join(f'{k} {v}' for k, v in entry['unseen_labels'].items())}); they count as "
+                         f"errors in accuracy_all[/yellow]", highlight=False)
+    typer.echo(f"evaluation written to {report['written_to']}")
+
+
+DEMO_TASKS = "kws,speaker,scene,instrument"
+
+
 @app.command("demo")
 @cli_command
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where the demo corpus lives (built on first use).")] = Path("data/demo"),
+    runs: Annotated[Path, typer.Option("--runs", help="Where the demo's training run goes.")] = Path("runs/demo"),
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Corpus scale (1 = full).")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
-    """The one-command demo: build the demo corpus if absent, describe it, and prepare its features."""
+    """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them."""
+    import time
+
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
     from mtl_edge.data.describe import describe_corpus, render_table
-    from mtl_edge.features.cache import prepare_features
-    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.train.data import parse_tasks
+    from mtl_edge.train.run import render_metrics, train_run
+    from mtl_edge.train.trainer import TrainConfig
 
+    started = time.perf_counter()
     result = build_demo(DemoConfig(scale=scale, seed=seed), out)
     typer.echo(result.summary())
     render_table(describe_corpus(out))
-    table = prepare_features(out, FeatureConfig(), workers=2)
-    typer.echo(f"features: {len(table.paths)} clips x {table.features.shape[1]} -> {table.folder}")
+    run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed), single=True, resume=True)
+    render_metrics(run.metrics)
+    typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; run in {run.folder}")

@@ -19,3 +19,11 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=stderr,
     )
+
+
+def stdout_console():
+    """A console for tables on stdout; piped or captured output gets 160 columns instead of squeezed ones."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -275,7 +275,7 @@ def _round(value: float | None) -> float | None:
 def render_table(report: dict[str, Any]) -> None:
     """Print one row per task (rich table on stdout) and a corpus summary line."""
     from rich import box
-    from rich.console import Console
+    from mtl_edge.progress import stdout_console
     from rich.table import Table
 
     def fmt(value, digits: int = 2) -> str:
@@ -304,9 +304,7 @@ def render_table(report: dict[str, Any]) -> None:
             f"{fmt(m['snr_db_mean'], 1)}/{fmt(m['snr_db_median'], 1)}",
             "/".join(str(split[s]) for s in SPLITS),
         )
-    console = Console()
-    if not console.is_terminal:  # piped or captured: no terminal width to respect, do not squeeze the columns
-        console = Console(width=160)
+    console = stdout_console()
     console.print(table)
     split = corpus["clips_per_split"]
     console.print(

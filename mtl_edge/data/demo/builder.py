@@ -25,7 +25,7 @@ from mtl_edge.data.demo import sources
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
 from mtl_edge.errors import MtlEdgeError
 
-RECIPE_VERSION = 1  # bump when rendering changes, so cached corpora are rebuilt
+RECIPE_VERSION = 2  # bump when rendering changes, so cached corpora are rebuilt
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
                  "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
@@ -55,7 +55,8 @@ class DemoConfig:
         return self.rooms_per_split or int(min(8, max(2, np.ceil(self.scale * 25))))
 
     def counts(self) -> dict[str, int]:
-        minimum = {"speech": 24, "silence": 6, "instrument": 16, "event": 14, "music": 3}
+        # small corpora still hold every class in every split
+        minimum = {"speech": 60, "silence": 6, "instrument": 40, "event": 35, "music": 3}
         return {k: max(minimum[k], int(round(v * self.scale))) for k, v in FULL_COUNTS.items()}
 
 
@@ -81,79 +82,87 @@ def _balanced(rng: np.random.Generator, labels, n: int) -> list:
     return [out[i] for i in rng.permutation(n)]
 
 
-def _assign_splits(rng: np.random.Generator, specs: list[dict], stratum) -> None:
-    """Stratified 80/10/10 split: each stratum (e.g. speaker x word class) is split on its own."""
-    groups: dict = {}
-    for spec in specs:
-        groups.setdefault(stratum(spec), []).append(spec)
-    for key in sorted(groups, key=str):
-        members = [groups[key][i] for i in rng.permutation(len(groups[key]))]
-        n = len(members)
-        n_val = max(1, int(round(n * 0.1))) if n >= 3 else 0
-        n_test = max(1, int(round(n * 0.1))) if n >= 3 else 0
-        for i, spec in enumerate(members):
-            spec["split"] = "validation" if i < n_val else "test" if i < n_val + n_test else "train"
+def _split_sizes(n: int, n_classes: int) -> dict[str, int]:
+    """80/10/10, with at least one clip per class in each held-out split."""
+    held_out = min(max(int(round(n * 0.1)), n_classes), n // 3)
+    return {"train": n - 2 * held_out, "validation": held_out, "test": held_out}
 
 
 def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[dict]:
-    """Every clip of the corpus: kind, labels per task, split and render settings."""
+    """Every clip of the corpus: kind, labels per task, split and render settings.
+
+    Splits are balanced by construction: each split's clips of a kind are drawn with their own
+    balanced class counts (speakers and words for speech, instruments, events, scenes).
+    """
     rng = np.random.default_rng([config.seed, 1])
     counts = config.counts()
-    specs: list[dict] = []
     speaker_ids = list(speakers)
     # each speaker speaks with a pitch centre of their own and a habitual rate (espeak would
     # otherwise give every voice of a gender identical prosody)
     pitch_centre = dict(zip(speaker_ids, np.linspace(25, 75, len(speaker_ids))[rng.permutation(len(speaker_ids))]))
     rate_centre = {s: rng.uniform(140, 190) for s in speaker_ids}
+    word_classes = [*KEYWORDS, "_unknown_"]
 
-    # speech: balanced over speakers and over the 11 word classes
-    n = counts["speech"]
-    word_classes = _balanced(rng, [*KEYWORDS, "_unknown_"], n)
-    for speaker, word_class in zip(_balanced(rng, speaker_ids, n), word_classes):
-        word = str(rng.choice(UNKNOWN_WORDS)) if word_class == "_unknown_" else word_class
-        specs.append({
-            "kind": "speech", "speaker": speaker, "word": word,
-            "rate": int(np.clip(rate_centre[speaker] * rng.uniform(0.85, 1.18), 110, 230)),
-            "pitch": int(np.clip(pitch_centre[speaker] + rng.normal(0, 6), 0, 99)),
-            "labels": {"kws": word_class, "speaker": speaker, "gender": speakers[speaker][1],
-                       "music_speech": "speech", "vad": "speech"},
-            "source": f"{speakers[speaker][0]}:{word}",
-        })
-    for _ in range(counts["silence"]):
-        specs.append({"kind": "silence", "labels": {"kws": "_silence_", "music_speech": "noise", "vad": "no_speech"},
-                      "source": "background"})
-    for name in _balanced(rng, list(INSTRUMENTS), counts["instrument"]):
-        program, low, high = INSTRUMENTS[name]
-        notes, t = [], rng.uniform(0.0, 0.1)
-        for _ in range(int(rng.integers(1, 5))):
-            length = rng.uniform(0.15, 0.6)
-            chord = [int(rng.integers(low, high + 1))]
-            if program in (0, 19, 24) and rng.random() < 0.3:  # polyphonic instruments sometimes play a chord
-                chord.append(min(high, chord[0] + int(rng.choice([3, 4, 7]))))
-            for pitch in chord:
-                notes.append((pitch, round(t, 4), round(t + length, 4), int(rng.integers(50, 120))))
-            t += length * rng.uniform(0.8, 1.1)
-            if t > 0.75:
-                break
-        specs.append({"kind": "instrument", "program": program, "notes": notes,
-                      "labels": {"instrument": name, "music_speech": "music", "vad": "no_speech"},
-                      "source": f"GM program {program}"})
-    for label in _balanced(rng, list(EVENTS), counts["event"]):
-        specs.append({"kind": "event", "label": label, "file": int(rng.integers(0, 1 << 30)),
-                      "speed": float(rng.uniform(0.9, 1.1)), "crop": float(rng.random()),
-                      "labels": {"event": label, "music_speech": "noise", "vad": "no_speech"}, "source": label})
-    for _ in range(counts["music"]):
-        specs.append({"kind": "music", "crop": float(rng.random()),
-                      "labels": {"music_speech": "music", "vad": "no_speech"}, "source": "recorded music"})
+    def speech(split: str, n: int) -> list[dict]:
+        out = []
+        for speaker, word_class in zip(_balanced(rng, speaker_ids, n), _balanced(rng, word_classes, n)):
+            word = str(rng.choice(UNKNOWN_WORDS)) if word_class == "_unknown_" else word_class
+            out.append({
+                "kind": "speech", "speaker": speaker, "word": word,
+                "rate": int(np.clip(rate_centre[speaker] * rng.uniform(0.85, 1.18), 110, 230)),
+                "pitch": int(np.clip(pitch_centre[speaker] + rng.normal(0, 6), 0, 99)),
+                "labels": {"kws": word_class, "speaker": speaker, "gender": speakers[speaker][1],
+                           "music_speech": "speech", "vad": "speech"},
+                "source": f"{speakers[speaker][0]}:{word}",
+            })
+        return out
 
-    # every clip happens in an acoustic scene: a room and a background, balanced per kind
-    for kind in FULL_COUNTS:
-        members = [s for s in specs if s["kind"] == kind]
-        for spec, scene in zip(members, _balanced(rng, SCENES, len(members))):
-            spec["scene"] = scene
-            spec["labels"]["scene"] = scene
-    _assign_splits(rng, specs, lambda s: (s["kind"], s["labels"].get("speaker"), s["labels"].get("kws"),
-                                          s["labels"].get("instrument"), s["labels"].get("event")))
+    def silence(split: str, n: int) -> list[dict]:
+        return [{"kind": "silence", "labels": {"kws": "_silence_", "music_speech": "noise", "vad": "no_speech"},
+                 "source": "background"} for _ in range(n)]
+
+    def instrument(split: str, n: int) -> list[dict]:
+        out = []
+        for name in _balanced(rng, list(INSTRUMENTS), n):
+            program, low, high = INSTRUMENTS[name]
+            notes, t = [], rng.uniform(0.0, 0.1)
+            for _ in range(int(rng.integers(1, 5))):
+                length = rng.uniform(0.15, 0.6)
+                chord = [int(rng.integers(low, high + 1))]
+                if program in (0, 19, 24) and rng.random() < 0.3:  # polyphonic instruments sometimes play a chord
+                    chord.append(min(high, chord[0] + int(rng.choice([3, 4, 7]))))
+                for pitch in chord:
+                    notes.append((pitch, round(t, 4), round(t + length, 4), int(rng.integers(50, 120))))
+                t += length * rng.uniform(0.8, 1.1)
+                if t > 0.75:
+                    break
+            out.append({"kind": "instrument", "program": program, "notes": notes,
+                        "labels": {"instrument": name, "music_speech": "music", "vad": "no_speech"},
+                        "source": f"GM program {program}"})
+        return out
+
+    def event(split: str, n: int) -> list[dict]:
+        return [{"kind": "event", "label": label, "file": int(rng.integers(0, 1 << 30)),
+                 "speed": float(rng.uniform(0.9, 1.1)), "crop": float(rng.random()),
+                 "labels": {"event": label, "music_speech": "noise", "vad": "no_speech"}, "source": label}
+                for label in _balanced(rng, list(EVENTS), n)]
+
+    def music(split: str, n: int) -> list[dict]:
+        return [{"kind": "music", "crop": float(rng.random()), "labels": {"music_speech": "music", "vad": "no_speech"},
+                 "source": "recorded music"} for _ in range(n)]
+
+    makers = {"speech": (speech, len(word_classes)), "silence": (silence, 1), "instrument": (instrument, len(INSTRUMENTS)),
+              "event": (event, len(EVENTS)), "music": (music, 1)}
+    specs: list[dict] = []
+    for kind, (make, n_classes) in makers.items():
+        for split, n in _split_sizes(counts[kind], max(n_classes, len(SCENES) if kind == "speech" else n_classes)).items():
+            members = make(split, n)
+            # every clip happens in an acoustic scene (a room kind and a real background), balanced too
+            for spec, scene in zip(members, _balanced(rng, SCENES, n)):
+                spec["split"] = split
+                spec["scene"] = scene
+                spec["labels"]["scene"] = scene
+            specs.extend(members)
     for i, spec in enumerate(specs):
         spec.update({
             "index": i,

@@ -1,8 +1,8 @@
 """Rendering of one demo clip from its plan entry: foreground, room, background, levels.
 
 A ``Renderer`` lives in each worker process and holds what is slow to load (background
-tapes, event recordings, one fluidsynth instance with the soundfont loaded, the RIR bank).
-Rendering is a pure function of the plan entry: the same entry gives the same samples.
+tapes, event recordings, the RIR bank). Rendering is a pure function of the plan entry: the
+same entry gives the same samples, whichever worker renders it and whatever it rendered before.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Renderer:
         }
         music = [load_audio(p).samples for p in sources.require_files(sources.MUSIC, "recorded music")]
         self.music = {split: _region_tape(music, split) for split in SPLIT_REGIONS}
-        self._synth = None
+        self.soundfont = sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")[0]
         self._tmp = tempfile.TemporaryDirectory(prefix="mtl-edge-speech-")
 
     # -- sources -------------------------------------------------------------------------------
@@ -62,20 +62,20 @@ class Renderer:
                     for i, split in enumerate(SPLIT_REGIONS)}
         return {split: _region_tape(recordings, split) for split in SPLIT_REGIONS}
 
-    @property
-    def synth(self):
-        if self._synth is None:
-            import fluidsynth
+    def _new_synth(self):
+        """A fresh synth per phrase: a reused one carries state (block phase, modulators) from clip
+        to clip, so a clip would depend on which clips its worker rendered before. With dynamic
+        sample loading a new synth costs ~20 ms (only the chosen instrument's samples are read)."""
+        import fluidsynth
 
-            soundfont = sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")[0]
-            synth = fluidsynth.Synth(gain=0.5, samplerate=float(self.sample_rate))
-            synth.setting("synth.reverb.active", 0)  # the room is added by the RIR, not the synth
-            synth.setting("synth.chorus.active", 0)
-            self._sfid = synth.sfload(str(soundfont))
-            if self._sfid < 0:
-                raise MissingSourceError(f"fluidsynth could not load {soundfont}")
-            self._synth = synth
-        return self._synth
+        synth = fluidsynth.Synth(gain=0.5, samplerate=float(self.sample_rate), **{"synth.dynamic-sample-loading": 1})
+        synth.setting("synth.reverb.active", 0)  # the room is added by the RIR, not the synth
+        synth.setting("synth.chorus.active", 0)
+        sfid = synth.sfload(str(self.soundfont))
+        if sfid < 0:
+            synth.delete()
+            raise MissingSourceError(f"fluidsynth could not load {self.soundfont}")
+        return synth, sfid
 
     # -- foregrounds ---------------------------------------------------------------------------
     def speech(self, spec: dict) -> np.ndarray:
@@ -94,12 +94,11 @@ class Renderer:
         return trimmed
 
     def instrument(self, spec: dict) -> np.ndarray:
-        """Render a pretty_midi phrase through the one loaded synth (no soundfont reload per clip)."""
+        """Render a pretty_midi phrase in-process (pyfluidsynth; no fluidsynth command per clip)."""
         import pretty_midi
 
-        synth = self.synth
-        synth.system_reset()
-        synth.program_select(0, self._sfid, 0, spec["program"])
+        synth, sfid = self._new_synth()
+        synth.program_select(0, sfid, 0, spec["program"])
         notes = [pretty_midi.Note(velocity=v, pitch=p, start=s, end=e) for p, s, e, v in spec["notes"]]
         events = sorted([(n.start, 1, n.pitch, n.velocity) for n in notes] + [(n.end, 0, n.pitch, 0) for n in notes])
         chunks, now = [], 0.0
@@ -113,6 +112,7 @@ class Renderer:
             else:
                 synth.noteoff(0, pitch)
         chunks.append(synth.get_samples(int(0.3 * self.sample_rate)))  # release tail
+        synth.delete()
         stereo = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
         return stereo.mean(axis=1)
 

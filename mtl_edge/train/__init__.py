@@ -1,0 +1,1 @@
+"""Training: models (registry), loss weightings, the trainer, metrics and checkpoints."""

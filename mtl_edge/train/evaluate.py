@@ -1,0 +1,79 @@
+"""Evaluate a run's checkpoints on another corpus with the same label space (a held-out corpus).
+
+Samples whose label the model never saw are counted as errors in ``accuracy_all`` and reported in
+``unseen_labels``; the other metrics cover the samples with known labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+
+from mtl_edge import atomic
+from mtl_edge.data.manifest import SPLITS, read_manifest
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.train.checkpoint import load_checkpoint
+from mtl_edge.train.data import load_task_data
+from mtl_edge.train.metrics import classification_metrics, delta
+from mtl_edge.train.trainer import predict
+
+
+def run_checkpoints(run: Path) -> dict[str, Path]:
+    found = {}
+    if (run / "multi" / "model.pt").is_file():
+        found["multi"] = run / "multi" / "model.pt"
+    for path in sorted((run / "single").glob("*/model.pt")):
+        found[f"single:{path.parent.name}"] = path
+    if not found:
+        raise MtlEdgeError(f"{run}: no checkpoints (multi/model.pt or single/*/model.pt); is it a finished run?")
+    return found
+
+
+def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]:
+    from mtl_edge.features.logmel import FeatureConfig
+
+    model, info = load_checkpoint(path)
+    labels = info["labels"]
+    data = load_task_data(corpus, list(labels), FeatureConfig.from_json(info["feature_config"]), labels=labels)
+    manifest = read_manifest(corpus, check_files=False)
+    logits = predict(model, data.features)
+    out = {}
+    for task, rows in data.tasks.items():
+        targets, idx = rows.targets[split], rows.rows[split]
+        corpus_labels = set(manifest.labels(task))
+        if not corpus_labels & set(labels[task]):
+            raise MtlEdgeError(
+                f"task {task!r}: the label space of {corpus} ({', '.join(sorted(corpus_labels)[:8])}...) shares no label "
+                f"with the checkpoint's ({', '.join(labels[task][:8])}...)"
+            )
+        if len(idx) == 0:
+            raise MtlEdgeError(f"task {task!r} has no {split} examples in {corpus}")
+        seen = targets >= 0
+        unseen_names = Counter(r.label for r in manifest.rows_for(task) if r.split == split and r.label not in labels[task])
+        task_logits = logits[task][idx]
+        metrics = classification_metrics(targets[seen], task_logits[seen]) if seen.any() else {}
+        metrics["accuracy_all"] = float((task_logits.argmax(1) == targets).mean())  # unseen labels count as errors
+        out[task] = {"metrics": metrics, "samples": int(len(idx)), "unseen_samples": int((~seen).sum()),
+                     "unseen_labels": dict(sorted(unseen_names.items()))}
+    return out
+
+
+def evaluate_run(run: str | Path, corpus: str | Path, split: str = "test") -> dict:
+    run, corpus = Path(run), Path(corpus)
+    if split not in SPLITS:
+        raise MtlEdgeError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
+    report: dict = {"run": str(run), "corpus": str(corpus.resolve()), "split": split, "tasks": {}}
+    for name, path in run_checkpoints(run).items():
+        side = "multi" if name == "multi" else "single"
+        for task, result in evaluate_checkpoint(path, corpus, split).items():
+            entry = report["tasks"].setdefault(task, {"samples": result["samples"], "unseen_samples": result["unseen_samples"],
+                                                      "unseen_labels": result["unseen_labels"]})
+            entry[side] = result["metrics"]
+    for entry in report["tasks"].values():
+        if "multi" in entry and "single" in entry:
+            entry["delta"] = delta(entry["multi"], entry["single"])
+    target = run / "evaluations" / f"{corpus.resolve().name}-{split}.json"
+    atomic.write_json(target, report, sort_keys=False)
+    report["written_to"] = str(target)
+    return report

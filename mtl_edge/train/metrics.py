@@ -1,0 +1,42 @@
+"""Per-task classification metrics on a test split (scikit-learn).
+
+micro-F1 equals accuracy for single-label tasks; it is reported anyway because multi-label
+tasks (tagging) will not have that property. ROC AUC is one-vs-rest, macro-averaged over the
+classes that have both positives and negatives in ``y_true``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+METRICS = ("accuracy", "macro_f1", "micro_f1", "roc_auc")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def classification_metrics(y_true: np.ndarray, logits: np.ndarray) -> dict[str, float | None]:
+    """Accuracy, macro-F1, micro-F1 and one-vs-rest ROC AUC for integer labels and class logits."""
+    y_true = np.asarray(y_true)
+    n_classes = logits.shape[1]
+    y_pred = logits.argmax(axis=1)
+    labels = np.arange(n_classes)
+    present = np.unique(y_true)
+    probs = softmax(logits.astype(np.float64))
+    aucs = [roc_auc_score(y_true == k, probs[:, k]) for k in labels if 0 < (y_true == k).sum() < len(y_true)]
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        # over the classes present in y_true: a class absent from the test split has no F1 to average
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(y_true, y_pred, labels=labels, average="micro", zero_division=0)),
+        "roc_auc": float(np.mean(aucs)) if aucs else None,
+    }
+
+
+def delta(multi: dict, single: dict) -> dict[str, float | None]:
+    """multi - single per metric (None where either is undefined)."""
+    return {k: (None if multi.get(k) is None or single.get(k) is None else multi[k] - single[k]) for k in METRICS}

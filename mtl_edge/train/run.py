@@ -1,0 +1,131 @@
+"""A training run: the multi-task model and, optionally, one single-task baseline per task.
+
+``runs/NAME/`` holds ``config.json`` (resolved), ``multi/`` and ``single/<task>/`` (each with
+``model.pt``, ``state.pt``, ``curves.csv``, ``history.json``) and ``metrics.json`` on the test split:
+``{"tasks": {task: {"single": {...}, "multi": {...}, "delta": {...}}}}``. The baselines use the
+identical config and seed, so a difference is the task mix and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from mtl_edge import atomic
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.train.data import TaskData, load_task_data
+from mtl_edge.train.metrics import classification_metrics, delta
+from mtl_edge.train.trainer import TrainConfig, fit, predict
+
+RUN_FORMAT = "mtl-edge-run"
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    metrics: dict
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise MtlEdgeError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
+
+
+def test_metrics(model, data: TaskData) -> dict[str, dict]:
+    logits = predict(model, data.features)
+    out = {}
+    for task, rows in data.tasks.items():
+        idx = rows.rows["test"]
+        if len(idx) == 0:
+            raise MtlEdgeError(f"task {task!r} has no test examples in {data.corpus}")
+        out[task] = classification_metrics(rows.targets["test"], logits[task][idx])
+    return out
+
+
+def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, single: bool = False,
+              resume: bool = False, workers: int = 2) -> RunResult:
+    """Train (or resume) a run and write its metrics; see the module docstring for the layout."""
+    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.progress import progress_bar
+
+    out = Path(out)
+    config = {"format": RUN_FORMAT, "corpus": str(Path(corpus).resolve()), "tasks": tasks, "single": single,
+              "train": cfg.to_json(), "features": FeatureConfig().to_json()}
+    config_path = out / "config.json"
+    if config_path.exists():
+        try:
+            previous = json.loads(config_path.read_text())
+        except ValueError:
+            raise MtlEdgeError(f"{config_path} is damaged; choose a new --out") from None
+        if not resume:
+            raise MtlEdgeError(f"{out} already holds a run; use --resume to continue it, or another --out")
+        if {k: v for k, v in previous.items() if k != "corpus"} != {k: v for k, v in config.items() if k != "corpus"}:
+            raise MtlEdgeError(f"{out} holds a run with other settings; --resume needs the same tasks, model and hyper-parameters")
+    elif out.exists() and any(out.iterdir()):
+        raise MtlEdgeError(f"{out} exists and is not a run folder; choose another --out")
+    _check_writable(out)
+    data = load_task_data(corpus, tasks, FeatureConfig(), workers=workers)
+    atomic.write_json(config_path, config, sort_keys=False)
+
+    jobs = [("multi", tasks, out / "multi")] + ([(t, [t], out / "single" / t) for t in tasks] if single else [])
+    models = {}
+    with progress_bar() as bar:
+        for name, job_tasks, folder in jobs:
+            done = folder / "model.pt"
+            if resume and done.exists():
+                from mtl_edge.train.checkpoint import load_checkpoint
+
+                models[name], _ = load_checkpoint(done)
+                continue
+            result = fit(data.subset(job_tasks), cfg, folder, resume=resume, progress=bar, label=name)
+            models[name] = result.model
+
+    multi = test_metrics(models["multi"], data)
+    metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {}}
+    for task in tasks:
+        entry = {"multi": multi[task]}
+        if single:
+            entry["single"] = test_metrics(models[task], data.subset([task]))[task]
+            entry["delta"] = delta(entry["multi"], entry["single"])
+        entry["test_samples"] = int(len(data.tasks[task].rows["test"]))
+        metrics["tasks"][task] = entry
+    atomic.write_json(out / "metrics.json", metrics, sort_keys=False)  # tasks in the order given
+    return RunResult(out, metrics)
+
+
+def render_metrics(metrics: dict, console=None) -> None:
+    """The per-task table: single, multi and their difference."""
+    from rich.table import Table
+
+    from mtl_edge.progress import stdout_console
+
+    console = console or stdout_console()
+    has_single = any("single" in e for e in metrics["tasks"].values())
+    table = Table(title=f"test split ({metrics.get('corpus', '')})")
+    table.add_column("task", no_wrap=True)
+    table.add_column("n", justify="right")
+    for side in (["single", "multi", "delta"] if has_single else ["multi"]):
+        table.add_column(f"{side} acc", justify="right")
+        table.add_column(f"{side} macro-F1", justify="right")
+    for task, entry in metrics["tasks"].items():
+        cells = [task, str(entry.get("test_samples", ""))]
+        for side in (["single", "multi", "delta"] if has_single else ["multi"]):
+            for metric in ("accuracy", "macro_f1"):
+                value = entry[side][metric]
+                cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
+        table.add_row(*cells)
+    console.print(table)
+
+
+def load_metrics(run: str | Path) -> dict:
+    path = Path(run) / "metrics.json"
+    if not path.is_file():
+        raise MtlEdgeError(f"{run}: no metrics.json (not a finished run)")
+    return json.loads(path.read_text())

@@ -1,0 +1,219 @@
+"""The trainer: mini-batch training of one model on one set of tasks, resumable at every epoch.
+
+All tasks' samples are shuffled together before batching. A batch goes through the trunk once;
+each task's head sees only that task's samples, so a sample updates the trunk and its own head
+and no other. Model selection uses the validation split (mean per-task accuracy), with early
+stopping. Everything that decides the outcome (weights, optimizer, weighting, both random
+generators, early-stopping state, learning curves) is saved after every epoch, so ``resume``
+reaches the same final model as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtl_edge import atomic
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.train.checkpoint import load_payload, save_atomic, save_checkpoint
+from mtl_edge.train.data import TaskData
+from mtl_edge.train.models import create_model
+from mtl_edge.train.weighting import create_weighting
+
+STATE_FORMAT = "mtl-edge-train-state"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters: the same whatever the set of tasks, so task sets are comparable."""
+
+    model: str = "dnn"
+    hidden: tuple[int, ...] = (256, 256, 256)
+    dropout: float = 0.2
+    optimizer: str = "adam"  # adam | sgd (momentum)
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 60
+    patience: int = 12  # epochs without a better validation score before stopping
+    weighting: str = "uniform"
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+
+
+def predict(model: nn.Module, features: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
+    """Logits of every task for every row of ``features`` (eval mode, no gradients)."""
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for i in range(0, len(features), batch):
+            for task, logits in model(torch.from_numpy(np.ascontiguousarray(features[i:i + batch]))).items():
+                outs.setdefault(task, []).append(logits.numpy())
+    return {t: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for t, v in outs.items()}
+
+
+def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
+                 tasks: list[str]) -> dict[str, torch.Tensor]:
+    """Per-task losses of a mixed batch: the trunk runs once, each head sees only its own samples.
+
+    A task's loss is the sum of its samples' cross-entropies divided by the batch size, so the
+    uniform sum over tasks is the mean over the batch's samples.
+    """
+    hidden = model.embed(x)
+    losses = {}
+    for i, task in enumerate(tasks):
+        mask = batch_tasks == i
+        if mask.any():
+            losses[task] = nn.functional.cross_entropy(model.heads[task](hidden[mask]), targets[mask], reduction="sum") / len(x)
+    return losses
+
+
+def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise MtlEdgeError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
+
+
+def validation_score(model: nn.Module, data: TaskData, split: str = "validation") -> dict[str, float]:
+    """Accuracy per task on ``split`` (the model-selection criterion is their mean)."""
+    logits = predict(model, data.features)
+    scores = {}
+    for task, rows in data.tasks.items():
+        if len(rows.rows[split]) == 0:
+            continue
+        pred = logits[task][rows.rows[split]].argmax(axis=1)
+        scores[task] = float((pred == rows.targets[split]).mean())
+    return scores
+
+
+def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = False, progress=None, label: str = "") -> FitResult:
+    """Train on ``data`` into ``folder`` (``state.pt`` each epoch; ``model.pt`` = best, at the end)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state_path = folder / "state.pt"
+    tasks = list(data.tasks)
+    build_args = {"input_dim": data.input_dim, "tasks": {t: len(r.labels) for t, r in data.tasks.items()},
+                  "hidden": list(cfg.hidden), "dropout": cfg.dropout}
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **build_args)
+    train_rows, train_tasks, train_targets = data.samples("train")
+    model.normalize.fit(torch.from_numpy(data.features[np.unique(train_rows)]))
+    weighting = create_weighting(cfg.weighting, tasks)
+    optimizer = _optimizer(cfg, [*model.parameters(), *weighting.parameters()])
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    start_epoch, best_score, best_epoch, best_state, history, curves = 0, -1.0, -1, None, [], []
+
+    if resume and state_path.exists():
+        state = load_payload(state_path, STATE_FORMAT)
+        if state["train_config"] != cfg.to_json() or state["tasks"] != tasks:
+            raise MtlEdgeError(f"{state_path}: saved with another configuration or task set; cannot resume it")
+        model.load_state_dict(state["model"])
+        weighting.load_state_dict(state["weighting"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle.set_state(state["shuffle_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
+        best_state, history, curves = state["best_state"], state["history"], state["curves"]
+
+    x_all = torch.from_numpy(data.features)
+    rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
+    n = len(rows_t)
+    shared = model.shared_parameters()
+    bar_task = progress.add_task(f"{label} epochs", total=cfg.epochs, completed=start_epoch) if progress else None
+
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, cfg.epochs):
+        if epoch - best_epoch > cfg.patience and best_epoch >= 0:
+            break
+        model.train()
+        order = torch.randperm(n, generator=shuffle)
+        for b, start in enumerate(range(0, n, cfg.batch_size)):
+            idx = order[start:start + cfg.batch_size]
+            batch_tasks = tasks_t[idx]
+            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks)
+            optimizer.zero_grad(set_to_none=True)
+            total = weighting.backward(losses, shared)
+            if not torch.isfinite(total):
+                raise MtlEdgeError(
+                    f"{label or 'training'}: loss became {total.item()} at epoch {epoch + 1}, batch {b + 1} "
+                    f"({', '.join(f'{t} {v.item():.4g}' for t, v in losses.items())}); lower --lr. "
+                    f"The last good state is kept in {state_path}"
+                )
+            optimizer.step()
+            for task, value in losses.items():
+                count = int((batch_tasks == tasks.index(task)).sum())
+                curves.append([epoch, b, task, float(value.item()) * len(idx) / count, count])
+        scores = validation_score(model, data)
+        score = float(np.mean(list(scores.values())))
+        history.append({"epoch": epoch + 1, "validation_accuracy": scores, "validation_mean": score})
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        save_atomic(state_path, {
+            "format": STATE_FORMAT, "version": 1, "epoch": epoch, "tasks": tasks, "train_config": cfg.to_json(),
+            "model": model.state_dict(), "weighting": weighting.state_dict(), "optimizer": optimizer.state_dict(),
+            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
+            "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
+            "history": history, "curves": curves,
+        })
+        if progress:
+            progress.update(bar_task, completed=epoch + 1,
+                            description=f"{label} epochs (val {score:.3f}, best {best_score:.3f} @ {best_epoch + 1})")
+    if progress:
+        progress.update(bar_task, completed=cfg.epochs)
+
+    if best_state is None:
+        raise MtlEdgeError(f"{label or 'training'}: no epoch was completed (epochs={cfg.epochs})")
+    model.load_state_dict(best_state)
+    model.eval()
+    _write_curves(folder / "curves.csv", curves)
+    atomic.write_json(folder / "history.json", {"best_epoch": best_epoch + 1, "best_validation_mean": best_score,
+                                                "epochs_run": len(history), "epochs": history})
+    save_checkpoint(folder / "model.pt", model, model_name=cfg.model, build_args=build_args,
+                    labels={t: r.labels for t, r in data.tasks.items()}, feature_config=data.feature_config,
+                    train_config=cfg.to_json(), extra={"best_epoch": best_epoch + 1, "tasks": tasks})
+    return FitResult(model, best_epoch + 1, best_score, len(history), history)
+
+
+def _write_curves(path: Path, curves: list) -> None:
+    """Per-batch training loss of every task (mean over that task's samples in the batch)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["epoch", "batch", "task", "loss", "samples"])
+    for epoch, batch, task, loss, count in curves:
+        writer.writerow([epoch + 1, batch + 1, task, f"{loss:.6f}", count])
+    atomic.write_text(path, buf.getvalue())
+
+
+def read_history(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / "history.json").read_text())

@@ -1,0 +1,287 @@
+"""Training core: registry, per-task gradient routing, weightings, metrics, checkpoints, runs, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mtl_edge.cli import app
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.train.checkpoint import load_checkpoint, load_payload
+from mtl_edge.train.metrics import classification_metrics, delta
+from mtl_edge.train.models import MODELS, create_model
+from mtl_edge.train.trainer import TrainConfig, batch_losses, fit
+from mtl_edge.train.weighting import WEIGHTINGS, create_weighting
+
+TASKS = {"kws": 12, "speaker": 10, "scene": 5}
+
+
+def build(name: str) -> torch.nn.Module:
+    return create_model(name, input_dim=20, tasks=TASKS, hidden=[128, 128, 128])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    model = build(name)
+    out = model(torch.randn(7, 20))
+    assert list(out) == list(TASKS)
+    assert {t: tuple(v.shape) for t, v in out.items()} == {t: (7, n) for t, n in TASKS.items()}
+    sum(v.sum() for v in out.values()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_unknown_model_and_bad_widths_fail_clearly():
+    with pytest.raises(MtlEdgeError, match="unknown model 'wavenet9'.*registered models: dnn"):
+        create_model("wavenet9", input_dim=3, tasks={"a": 2})
+    with pytest.raises(MtlEdgeError, match="3 hidden layers of equal width"):
+        create_model("dnn", input_dim=3, tasks={"a": 2}, hidden=[256, 128, 256])
+
+
+def test_a_sample_updates_the_trunk_and_only_its_own_head():
+    torch.manual_seed(0)
+    model = build("dnn")
+    x = torch.randn(6, 20)
+    tasks = torch.tensor([0, 0, 0, 2, 2, 2])  # no 'speaker' sample in this batch
+    targets = torch.tensor([1, 2, 3, 0, 1, 4])
+    losses = batch_losses(model, x, tasks, targets, list(TASKS))
+    assert set(losses) == {"kws", "scene"}
+    losses["kws"].backward()
+    assert model.heads["kws"].weight.grad.abs().sum() > 0
+    assert model.heads["scene"].weight.grad is None and model.heads["speaker"].weight.grad is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trunk.parameters())
+    # the uniform total is the mean per-sample cross-entropy of the batch
+    model.zero_grad()
+    model.eval()  # dropout off: the two computations must see the same network
+    hidden = model.embed(x)
+    per_sample = [torch.nn.functional.cross_entropy(model.heads[list(TASKS)[t]](hidden[i:i + 1]), targets[i:i + 1])
+                  for i, t in enumerate(tasks.tolist())]
+    total = create_weighting("uniform", list(TASKS)).combine(batch_losses(model, x, tasks, targets, list(TASKS)))
+    assert torch.allclose(total, torch.stack(per_sample).mean(), atol=1e-6)
+
+
+def test_optimizer_step_leaves_absent_heads_untouched():
+    torch.manual_seed(0)
+    model = build("dnn")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    before = model.heads["speaker"].weight.detach().clone()
+    losses = batch_losses(model, torch.randn(4, 20), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 3]), list(TASKS))
+    optimizer.zero_grad(set_to_none=True)
+    create_weighting("uniform", list(TASKS)).backward(losses, model.shared_parameters())
+    optimizer.step()
+    assert torch.equal(model.heads["speaker"].weight, before)
+
+
+def test_uncertainty_weighting_learns_a_log_variance_per_task():
+    w = create_weighting("uncertainty", ["a", "b"])
+    losses = {"a": torch.tensor(2.0, requires_grad=True), "b": torch.tensor(0.5, requires_grad=True)}
+    total = w.combine(losses)
+    assert torch.isclose(total, torch.tensor(2.5))  # s = 0: plain sum
+    total.backward()
+    assert w.log_vars.grad.tolist() == pytest.approx([-2.0 + 0.5, -0.5 + 0.5])
+
+
+def test_pcgrad_removes_the_conflicting_component_on_shared_layers():
+    shared = torch.nn.Parameter(torch.zeros(2))
+    w = create_weighting("pcgrad", ["a", "b"])
+    # gradients (1, 0) and (-1, 1) conflict (dot = -1)
+    losses = {"a": shared @ torch.tensor([1.0, 0.0]), "b": shared @ torch.tensor([-1.0, 1.0])}
+    w.backward(losses, [shared])
+    g_a = torch.tensor([1.0, 0.0]) - (-1.0 / 2.0) * torch.tensor([-1.0, 1.0])  # a projected off b
+    g_b = torch.tensor([-1.0, 1.0]) - (-1.0 / 1.0) * torch.tensor([1.0, 0.0])  # b projected off a
+    assert torch.allclose(shared.grad, g_a + g_b)
+    assert torch.dot(g_a, torch.tensor([-1.0, 1.0])) >= -1e-6
+
+
+def test_unknown_weighting_fails_clearly():
+    with pytest.raises(MtlEdgeError, match="choose from pcgrad, uncertainty, uniform"):
+        create_weighting("gradvac", ["a"])
+    assert set(WEIGHTINGS) == {"uniform", "uncertainty", "pcgrad"}
+
+
+def test_metrics_match_hand_computation():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    logits = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 5.0
+    m = classification_metrics(y, logits)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["micro_f1"] == pytest.approx(m["accuracy"])  # single-label: micro-F1 is accuracy
+    # per class F1: 0 -> p 1/2 r 1/2, 1 -> p 2/3 r 1, 2 -> p 1 r 1/2
+    assert m["macro_f1"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert 0.5 < m["roc_auc"] <= 1.0
+    d = delta(m, {"accuracy": 0.5, "macro_f1": 0.5, "micro_f1": 0.5, "roc_auc": None})
+    assert d["accuracy"] == pytest.approx(4 / 6 - 0.5) and d["roc_auc"] is None
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtl_edge", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(demo_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "r1"
+    result = CliRunner().invoke(app, ["train", "--corpus", str(demo_corpus), "--tasks", "kws,speaker,scene,instrument",
+                                      "--single", "--out", str(out), "--epochs", "6", "--hidden", "128,128,128"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_train_writes_the_run(trained_run):
+    out, output = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["tasks"]) == ["kws", "speaker", "scene", "instrument"]
+    for task, entry in metrics["tasks"].items():
+        assert set(entry) >= {"single", "multi", "delta"}
+        for side in ("single", "multi"):
+            assert set(entry[side]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc"}
+            assert entry[side]["micro_f1"] == pytest.approx(entry[side]["accuracy"])
+        assert entry["delta"]["accuracy"] == pytest.approx(entry["multi"]["accuracy"] - entry["single"]["accuracy"])
+    assert metrics["tasks"]["scene"]["multi"]["accuracy"] > 0.5  # 5 classes: well above chance after 6 epochs
+    for folder in [out / "multi", *(out / "single").iterdir()]:
+        assert {"model.pt", "state.pt", "curves.csv", "history.json"} <= {p.name for p in folder.iterdir()}
+    curves = (out / "multi" / "curves.csv").read_text().splitlines()
+    assert curves[0] == "epoch,batch,task,loss,samples"
+    assert {line.split(",")[2] for line in curves[1:]} == {"kws", "speaker", "scene", "instrument"}
+    assert "single acc" in output and "multi acc" in output and "instrument" in output
+
+
+def test_baselines_use_the_identical_config(trained_run):
+    out, _ = trained_run
+    _, multi = load_checkpoint(out / "multi" / "model.pt")
+    for task in ("kws", "speaker", "scene", "instrument"):
+        _, single = load_checkpoint(out / "single" / task / "model.pt")
+        assert single["train_config"] == multi["train_config"]
+        assert single["feature_config"] == multi["feature_config"]
+        assert single["build_args"]["hidden"] == multi["build_args"]["hidden"]
+        assert single["labels"] == {task: multi["labels"][task]}
+
+
+def test_checkpoint_rebuilds_with_no_other_file(trained_run, demo_corpus):
+    out, _ = trained_run
+    model, info = load_checkpoint(out / "multi" / "model.pt")
+    payload = torch.load(out / "multi" / "model.pt", weights_only=True)  # plain data only
+    assert payload["model"] == "dnn" and set(payload["labels"]) == {"kws", "speaker", "scene", "instrument"}
+    rebuilt = create_model(payload["model"], **payload["build_args"])
+    rebuilt.load_state_dict(payload["state_dict"])
+    rebuilt.eval()
+    x = torch.randn(5, payload["build_args"]["input_dim"])
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(model(x).values(), rebuilt(x).values()))
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path, trained_run):
+    out, _ = trained_run
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((out / "multi" / "model.pt").read_bytes()[:2000])
+    with pytest.raises(MtlEdgeError, match="not a readable checkpoint"):
+        load_checkpoint(damaged)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(MtlEdgeError, match="foreign checkpoint"):
+        load_payload(foreign)
+
+
+def test_evaluate_on_a_held_out_corpus_reports_unseen_labels(trained_run, tmp_path):
+    from mtl_edge.data.demo.builder import DemoConfig, build_demo
+
+    out, _ = trained_run
+    held_out = build_demo(DemoConfig(scale=0.04, seed=11), tmp_path / "heldout", workers=2).folder
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(held_out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluations" / "heldout-test.json").read_text())
+    assert report["tasks"]["scene"]["unseen_samples"] == 0 and "single" in report["tasks"]["scene"]
+    # rename one keyword in a copy of the manifest: the model never saw it
+    manifest = (held_out / "manifest.csv").read_text().replace(",kws,stop,", ",kws,halt,")
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "manifest.csv").write_text(manifest)
+    (renamed / "audio").symlink_to(held_out / "audio")
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(renamed)])
+    assert result.exit_code == 0, result.output
+    kws = json.loads((out / "evaluations" / "renamed-test.json").read_text())["tasks"]["kws"]
+    assert kws["unseen_labels"] == {"halt": kws["unseen_samples"]} and kws["unseen_samples"] > 0
+    assert "never saw" in result.output
+    assert kws["multi"]["accuracy_all"] <= kws["multi"]["accuracy"]
+
+
+def test_bad_inputs_exit_1_with_a_message(demo_corpus, tmp_path, trained_run):
+    runner = CliRunner()
+    base = ["train", "--corpus", str(demo_corpus), "--epochs", "1"]
+    r = runner.invoke(app, [*base, "--tasks", "kws,emotion", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 1 and "unknown task(s) emotion" in r.output
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = runner.invoke(app, [*base, "--tasks", "kws", "--out", str(blocker / "run")])
+    assert r.exit_code == 1 and "cannot write to the output folder" in r.output
+    out, _ = trained_run
+    before = (out / "metrics.json").read_bytes()
+    r = runner.invoke(app, [*base, "--tasks", "kws", "--out", str(out)])
+    assert r.exit_code == 1 and "already holds a run" in r.output
+    assert (out / "metrics.json").read_bytes() == before  # nothing already written is damaged
+    r = runner.invoke(app, [*base, "--tasks", "kws", "--out", str(tmp_path / "b"), "--hidden", "100,100,100"])
+    assert r.exit_code == 1 and "equal width 128, 256 or 512" in r.output
+    r = runner.invoke(app, ["evaluate", str(tmp_path), "--corpus", str(demo_corpus)])
+    assert r.exit_code == 1 and "no checkpoints" in r.output
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(demo_corpus, tmp_path):
+    from mtl_edge.train.data import load_task_data
+
+    data = load_task_data(demo_corpus, ["scene"], workers=1)
+    data.features[data.tasks["scene"].rows["train"][5]] = np.inf
+    with pytest.raises(MtlEdgeError, match="loss became nan"):
+        fit(data, TrainConfig(hidden=(128, 128, 128), epochs=2), tmp_path / "nan")
+    assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
+    from mtl_edge.data.manifest import read_manifest
+    from mtl_edge.train.data import load_task_data
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "audio").symlink_to(demo_corpus / "audio")
+    lines = (demo_corpus / "manifest.csv").read_text().splitlines()
+    kept = [lines[0]] + [l for l in lines[1:] if not (",instrument," in l and ",train," in l)]
+    (corpus / "manifest.csv").write_text("\n".join(kept) + "\n")
+    assert "instrument" in read_manifest(corpus).tasks
+    with pytest.raises(MtlEdgeError, match="'instrument' has no training examples"):
+        load_task_data(corpus, ["instrument"], workers=1)
+
+
+def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path):
+    """Kill a real training process mid-run, resume it, and compare with an uninterrupted run."""
+    args = ["train", "--corpus", str(demo_corpus), "--tasks", "kws,scene", "--single", "--epochs", "10",
+            "--hidden", "128,128,128", "--seed", "3"]
+    whole = run_cli(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", *args, "--out", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            state = cut / "multi" / "state.pt"
+            if state.exists() and load_payload(state, "mtl-edge-train-state")["epoch"] >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (cut / "metrics.json").exists() and not (cut / "multi" / "model.pt").exists()
+    resumed = run_cli(*args, "--out", str(cut), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((cut / "metrics.json").read_text())
+    assert a["tasks"] == b["tasks"]
+    assert (tmp_path / "whole" / "multi" / "curves.csv").read_text() == (cut / "multi" / "curves.csv").read_text()
