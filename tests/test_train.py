@@ -285,3 +285,17 @@ def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path)
     b = json.loads((cut / "metrics.json").read_text())
     assert a["tasks"] == b["tasks"]
     assert (tmp_path / "whole" / "multi" / "curves.csv").read_text() == (cut / "multi" / "curves.csv").read_text()
+
+
+def test_evaluate_refuses_a_corpus_with_another_label_space(trained_run, demo_corpus, tmp_path):
+    out, _ = trained_run
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "audio").symlink_to(demo_corpus / "audio")
+    text = (demo_corpus / "manifest.csv").read_text()
+    for scene in ("office", "crowded_hall", "windy_outdoors", "riverside", "fireside"):
+        text = text.replace(f",scene,{scene},", f",scene,planet_{scene},")
+    (other / "manifest.csv").write_text(text)
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(other)])
+    assert result.exit_code == 1
+    assert "task 'scene'" in result.output and "shares no label" in result.output
