@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/demo_corpus.py
+	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
