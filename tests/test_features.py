@@ -9,6 +9,7 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.stats
 from typer.testing import CliRunner
 
@@ -54,12 +55,13 @@ def test_vector_length_matches_names_and_is_finite(speech_samples):
         assert np.isfinite(vec).all()
         assert len(set(names)) == len(names)
     names = feature_names(FeatureConfig())
-    assert names[3] == "mel03_mean" and "mel39_kurt" in names and "mel03_seg1_mean" in names
+    assert names[3] == "mel03_mean" and "mel39_kurt" in names and "mel03_seg7_mean" in names
+    assert names[-1] == "cep19_dmeanabs" and len(names) == FeatureConfig().n_features == 820
 
 
 def test_stats_mean_what_they_say(speech_samples):
     cfg = FeatureConfig(stats=("mean", "std", "min", "max", "median", "p10", "p90", "skew", "kurt",
-                               "dmeanabs", "dstd", "dmean"), segments=3)
+                               "dmeanabs", "dstd", "dmean"), segments=3, align_db=None, n_cepstra=0)
     vec = extract(speech_samples, cfg).astype(np.float64)
     ref = _librosa_logmel(speech_samples, cfg)
     tol = dict(rtol=1e-4, atol=2e-4)
@@ -125,13 +127,90 @@ def test_batch_equals_single_clips(speak, speech_samples):
 
 def test_config_is_validated_and_round_trips():
     for bad in (dict(stats=("mean", "bogus")), dict(win_ms=0.0), dict(fmin=9000.0), dict(stats=("p101",)),
-                dict(stats=(), segments=0), dict(segment_stats=("kurt",))):
+                dict(stats=(), segments=0, n_cepstra=0), dict(segment_stats=("kurt",)), dict(align_db=0.0),
+                dict(align_gap_ms=-1.0), dict(n_cepstra=41), dict(cepstral_stats=("p10",)),
+                dict(cepstral_stats=()), dict(segment_stats=("mean", "mean"))):
         with pytest.raises(FeatureConfigError):
             FeatureConfig(**bad)
     cfg = FeatureConfig(n_mels=32, stats=["mean", "p75"], segments=2)
     assert cfg.stats == ("mean", "p75")
     assert FeatureConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
-    assert (FeatureConfig().win_length, FeatureConfig().hop_length, FeatureConfig().fft_size) == (400, 160, 512)
+    assert (FeatureConfig().win_length, FeatureConfig().hop_length, FeatureConfig().fft_size) == (640, 160, 1024)
+    assert (FeatureConfig(win_ms=25.0).win_length, FeatureConfig(win_ms=25.0).fft_size) == (400, 512)
+    # A config written before alignment and cepstra existed keeps meaning what it meant then.
+    old = {k: v for k, v in FeatureConfig(win_ms=25.0, segments=4).to_json().items()
+           if k not in ("align_db", "align_gap_ms", "n_cepstra", "cepstral_stats")}
+    legacy = FeatureConfig.from_json(old)
+    assert legacy.align_db is None and legacy.n_cepstra == 0 and legacy.n_features == 600
+    assert FeatureConfig.from_json(FeatureConfig().to_json()) == FeatureConfig()
+
+
+def _place(word: np.ndarray, offset: int, n: int = 16000) -> np.ndarray:
+    clip = np.zeros(n, np.float32)
+    clip[offset:offset + len(word)] = word[:n - offset]
+    return clip
+
+
+def _spoken(speak, word: str) -> np.ndarray:
+    """The word's samples at 16 kHz without espeak's leading and trailing silence."""
+    x = load_audio(speak(word)).samples
+    loud = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
+    return x[loud[0]:loud[-1] + 1]
+
+
+def test_onset_alignment_makes_segments_invariant_to_word_position(speak):
+    word = _spoken(speak, "left")
+    assert 3000 < len(word) < 11000
+    early, late = _place(word, 700), _place(word, 16000 - len(word) - 900)  # ~0.3 s apart, off the hop grid
+    aligned = FeatureConfig()
+    whole = FeatureConfig(align_db=None)
+    n_clip = len(aligned.stats) * aligned.n_mels
+    seg = slice(n_clip, n_clip + aligned.segments * aligned.n_mels)
+
+    def seg_diff(cfg):
+        a, b = extract(early, cfg)[seg], extract(late, cfg)[seg]
+        return np.abs(a - b).mean()
+
+    # Whole-clip segments see the word in other segments; active-region segments barely move.
+    assert seg_diff(whole) > 5.0
+    assert seg_diff(aligned) < 0.1 * seg_diff(whole)
+    # ... and still tell words apart.
+    other = extract(_place(_spoken(speak, "right"), 700), aligned)[seg]
+    assert np.abs(other - extract(early, aligned)[seg]).mean() > 5 * seg_diff(aligned)
+
+
+def test_active_region_finds_the_word(speak, recordings):
+    cfg = FeatureConfig()
+    word = _spoken(speak, "down")  # one voiced syllable: all of it within align_db of its peak
+    offset = 5000
+    # a real recording as background, its peak 26 dB below the word's
+    rec = np.resize(load_audio(recordings[0]).samples, 16000)
+    clip = _place(word, offset) + (0.05 * np.abs(word).max() / np.abs(rec).max()) * rec
+    lm = logmel.logmel(clip, cfg)
+    lo, hi = logmel.active_region(lm, cfg)
+    hop = cfg.hop_length
+    start, end = offset / hop, (offset + len(word)) / hop
+    # inside the word and most of it (a quiet /s/ or a weak second syllable may be left out)
+    assert start - 3 <= lo and hi <= end + 3, (lo, hi, start, end)
+    assert hi - lo >= 0.6 * (end - start), (lo, hi, start, end)
+    # a batch gives each clip its own region; no alignment means the whole clip
+    lo2, hi2 = logmel.active_region(np.stack([lm, logmel.logmel(_place(word, 1000), cfg)]), cfg)
+    assert lo2[0] == lo and lo2[1] < lo2[0] and hi2[1] - lo2[1] == pytest.approx(hi - lo, abs=3)
+    lo3, hi3 = logmel.active_region(lm, FeatureConfig(align_db=None))
+    assert (int(lo3), int(hi3)) == (0, lm.shape[-1])
+
+
+def test_cepstral_stats_are_dct_of_log_mels(speech_samples):
+    cfg = FeatureConfig(stats=("mean",), segments=0, n_cepstra=13,
+                        cepstral_stats=("mean", "std", "min", "max", "dmeanabs", "dstd", "dmean"))
+    vec = extract(speech_samples, cfg).astype(np.float64)
+    assert vec.shape == (cfg.n_mels + 13 * 7,) and feature_names(cfg)[cfg.n_mels] == "cep00_mean"
+    cep = scipy.fft.dct(_librosa_logmel(speech_samples, cfg), type=2, norm="ortho", axis=0)[:13]
+    d = np.diff(cep, axis=1)
+    want = [cep.mean(1), cep.std(1), cep.min(1), cep.max(1), np.abs(d).mean(1), d.std(1), d.mean(1)]
+    np.testing.assert_allclose(vec[cfg.n_mels:], np.concatenate(want), rtol=1e-4, atol=5e-4)
+    # MFCC-like: coefficient 0 is the (scaled) mean log energy over the bands
+    np.testing.assert_allclose(vec[cfg.n_mels], vec[:cfg.n_mels].mean() * np.sqrt(cfg.n_mels), rtol=1e-4)
 
 
 # ---- waveform crops ----------------------------------------------------------------------------

@@ -25,6 +25,21 @@ rather than NaN; a one-frame clip has delta statistics 0. Every value is finite.
 Then, for coarse temporal structure (a keyword is a sequence of sounds, which clip-wide
 statistics blur), ``segments`` K > 0 adds ``segment_stats`` (default the mean) of each band over
 K equal consecutive time segments. Names: ``mel03_mean``, ``mel03_p90``, ``mel03_seg1_mean``.
+
+Onset alignment (``align_db``, default 10 dB): the K segments span the clip's *active region*
+rather than the whole clip, so that a word placed anywhere in the clip gives (nearly) the same
+segment statistics. Frame energy is the log of the mean mel power of the frame; the active
+region is the run of frames around the loudest frame whose energy is within ``align_db`` dB of
+it, bridging dips below the threshold of up to ``align_gap_ms`` (a stop closure inside a word).
+``align_db=None`` spreads the segments over the whole clip. Clip-wide statistics always use
+every frame.
+
+Cepstral summaries (``n_cepstra`` C > 0, default 20): per frame, the orthonormal DCT-II of the
+log mel bands over the band axis (MFCC-like; coefficient 0 is the scaled mean log energy), and
+``cepstral_stats`` (``mean``, ``std``, ``dmeanabs``, ``dstd``, ``dmean``, ``min``, ``max``) of the
+first C coefficients over the clip's frames. Names: ``cep03_std``.
+
+Vector order: clip-wide statistics, then segments, then cepstral statistics.
 """
 
 from __future__ import annotations
@@ -44,6 +59,11 @@ DEFAULT_STATS: tuple[str, ...] = (
 )
 _SIMPLE_STATS = {"mean", "std", "min", "max", "median", "skew", "kurt", "dmeanabs", "dstd", "dmean"}
 _SEGMENT_STATS = {"mean", "std", "min", "max"}
+_CEPSTRAL_STATS = {"mean", "std", "min", "max", "dmeanabs", "dstd", "dmean"}
+DEFAULT_CEPSTRAL_STATS: tuple[str, ...] = ("mean", "std", "dmeanabs")
+# What a config JSON written before a field existed meant (from_json fills these in, so that an
+# old cache entry or model keeps describing the features it was built with).
+_LEGACY_DEFAULTS = {"align_db": None, "align_gap_ms": 50.0, "n_cepstra": 0, "cepstral_stats": DEFAULT_CEPSTRAL_STATS}
 _PERCENTILE = re.compile(r"^p(\d{1,3})$")
 
 
@@ -56,7 +76,7 @@ class FeatureConfig:
     """Everything that determines the features; its JSON is part of the cache key."""
 
     n_mels: int = 40
-    win_ms: float = 25.0
+    win_ms: float = 40.0
     hop_ms: float = 10.0
     fmin: float = 20.0
     fmax: float | None = None  # None: Nyquist
@@ -64,13 +84,18 @@ class FeatureConfig:
     floor: float = 1e-10  # power floor before the log
     sample_rate: int = 16_000
     stats: tuple[str, ...] = DEFAULT_STATS
-    segments: int = 4
+    segments: int = 8
     segment_stats: tuple[str, ...] = ("mean",)
+    align_db: float | None = 10.0  # segments over the active region (None: over the whole clip)
+    align_gap_ms: float = 50.0  # dips below the threshold up to this long stay inside the region
+    n_cepstra: int = 20  # DCT coefficients of the per-frame log mel bands summarised (0: none)
+    cepstral_stats: tuple[str, ...] = DEFAULT_CEPSTRAL_STATS
 
     def __post_init__(self) -> None:
         # Tuples, not lists: the config is hashable and its JSON is stable.
         object.__setattr__(self, "stats", tuple(self.stats))
         object.__setattr__(self, "segment_stats", tuple(self.segment_stats))
+        object.__setattr__(self, "cepstral_stats", tuple(self.cepstral_stats))
         if self.n_mels < 1:
             raise FeatureConfigError(f"n_mels must be >= 1, not {self.n_mels}")
         if self.sample_rate <= 0:
@@ -88,8 +113,8 @@ class FeatureConfig:
             )
         if not self.floor > 0:
             raise FeatureConfigError(f"floor must be positive, not {self.floor}")
-        if not self.stats and not self.segments:
-            raise FeatureConfigError("no statistics: give stats or segments > 0")
+        if not self.stats and not self.segments and not self.n_cepstra:
+            raise FeatureConfigError("no statistics: give stats, segments > 0 or n_cepstra > 0")
         for s in self.stats:
             _check_stat(s)
         if len(set(self.stats)) != len(self.stats):
@@ -101,6 +126,23 @@ class FeatureConfig:
         for s in self.segment_stats:
             if s not in _SEGMENT_STATS:
                 raise FeatureConfigError(f"unknown segment statistic {s!r} (one of {', '.join(sorted(_SEGMENT_STATS))})")
+        if len(set(self.segment_stats)) != len(self.segment_stats):
+            raise FeatureConfigError(f"repeated statistic in segment_stats={self.segment_stats}")
+        if self.align_db is not None and not self.align_db > 0:
+            raise FeatureConfigError(f"align_db must be positive (or None: no alignment), not {self.align_db}")
+        if not self.align_gap_ms >= 0:
+            raise FeatureConfigError(f"align_gap_ms must be >= 0, not {self.align_gap_ms}")
+        if not 0 <= self.n_cepstra <= self.n_mels:
+            raise FeatureConfigError(f"n_cepstra must be between 0 and n_mels={self.n_mels}, not {self.n_cepstra}")
+        if self.n_cepstra and not self.cepstral_stats:
+            raise FeatureConfigError("n_cepstra > 0 needs at least one cepstral statistic")
+        for s in self.cepstral_stats:
+            if s not in _CEPSTRAL_STATS:
+                raise FeatureConfigError(
+                    f"unknown cepstral statistic {s!r} (one of {', '.join(sorted(_CEPSTRAL_STATS))})"
+                )
+        if len(set(self.cepstral_stats)) != len(self.cepstral_stats):
+            raise FeatureConfigError(f"repeated statistic in cepstral_stats={self.cepstral_stats}")
 
     @property
     def win_length(self) -> int:
@@ -116,19 +158,28 @@ class FeatureConfig:
 
     @property
     def n_features(self) -> int:
-        return self.n_mels * (len(self.stats) + self.segments * len(self.segment_stats))
+        return (self.n_mels * (len(self.stats) + self.segments * len(self.segment_stats))
+                + self.n_cepstra * len(self.cepstral_stats))
+
+    @property
+    def align_gap_frames(self) -> int:
+        return int(round(self.align_gap_ms / self.hop_ms))
 
     def to_json(self) -> dict:
         """Plain JSON-able dict (for meta.json and the cache key)."""
         d = dataclasses.asdict(self)
         d["stats"] = list(self.stats)
         d["segment_stats"] = list(self.segment_stats)
+        d["cepstral_stats"] = list(self.cepstral_stats)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "FeatureConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+        args = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        for k, v in _LEGACY_DEFAULTS.items():
+            args.setdefault(k, v)
+        return cls(**args)
 
 
 def _check_stat(name: str) -> None:
@@ -149,6 +200,9 @@ def feature_names(cfg: FeatureConfig) -> list[str]:
     names = [f"mel{b:0{width}d}_{s}" for s in cfg.stats for b in range(cfg.n_mels)]
     for k in range(cfg.segments):
         names += [f"mel{b:0{width}d}_seg{k}_{s}" for s in cfg.segment_stats for b in range(cfg.n_mels)]
+    cwidth = max(2, len(str(cfg.n_cepstra - 1)))
+    if cfg.n_cepstra:
+        names += [f"cep{c:0{cwidth}d}_{s}" for s in cfg.cepstral_stats for c in range(cfg.n_cepstra)]
     return names
 
 
@@ -160,6 +214,52 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: flo
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float32)
     basis.setflags(write=False)
     return basis
+
+
+@functools.lru_cache(maxsize=16)
+def _dct_matrix(n_cepstra: int, n_mels: int) -> np.ndarray:
+    """Rows of the orthonormal DCT-II over ``n_mels`` points (as ``scipy.fft.dct(norm="ortho")``)."""
+    k = np.arange(n_cepstra)[:, None]
+    n = np.arange(n_mels)[None, :]
+    m = np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels)) * np.sqrt(2.0 / n_mels)
+    m[0] /= np.sqrt(2.0)
+    m.setflags(write=False)
+    return m
+
+
+def frame_log_energy(logmels: np.ndarray) -> np.ndarray:
+    """Log of the mean mel power of each frame: ``(..., n_mels, n_frames)`` -> ``(..., n_frames)``."""
+    x = np.asarray(logmels, dtype=np.float64)
+    top = x.max(axis=-2, keepdims=True)
+    return top[..., 0, :] + np.log(np.exp(x - top).mean(axis=-2))
+
+
+def active_region(logmels: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) frame of each clip's active region: ``(...)`` int arrays.
+
+    The frames around the loudest one whose energy is within ``cfg.align_db`` dB of it, bridging
+    runs of quieter frames up to ``cfg.align_gap_ms`` long. Without alignment (``align_db`` None)
+    the whole clip.
+    """
+    x = np.asarray(logmels)
+    lead, n_frames = x.shape[:-2], x.shape[-1]
+    if cfg.align_db is None:
+        return np.zeros(lead, np.int64), np.full(lead, n_frames, np.int64)
+    energy = frame_log_energy(x).reshape(-1, n_frames)
+    threshold = energy.max(axis=-1) - cfg.align_db * np.log(10.0) / 10.0
+    gap = cfg.align_gap_frames
+    lo = np.empty(len(energy), np.int64)
+    hi = np.empty(len(energy), np.int64)
+    for i, e in enumerate(energy):
+        active = np.flatnonzero(e >= threshold[i])  # never empty: holds the loudest frame
+        peak = int(np.argmax(e))
+        # runs of active frames separated by more than `gap` quiet frames
+        breaks = np.flatnonzero(np.diff(active) > gap + 1)
+        starts = np.concatenate([[0], breaks + 1])
+        ends = np.concatenate([breaks, [len(active) - 1]])
+        run = np.searchsorted(active[ends], peak)  # the run holding the peak
+        lo[i], hi[i] = active[starts[run]], active[ends[run]] + 1
+    return lo.reshape(lead), hi.reshape(lead)
 
 
 def logmel(samples: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
@@ -235,12 +335,49 @@ def summarise(logmels: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> np.n
                 parts.append(delta.mean(axis=-1))
         else:  # pragma: no cover - FeatureConfig validates the names
             raise FeatureConfigError(f"unknown statistic {s!r}")
-    for lo, hi in _segment_bounds(n_frames, cfg.segments):
-        seg = x[..., lo:hi]
-        for s in cfg.segment_stats:
-            parts.append(getattr(seg, s)(axis=-1))
-    out = np.stack(parts, axis=-2)  # (..., n_parts, n_mels): stat-major once flattened
-    return out.reshape(*out.shape[:-2], -1).astype(np.float32)
+    if cfg.segments:
+        parts += _segments(x, cfg)
+    if cfg.n_cepstra:
+        cep = np.matmul(_dct_matrix(cfg.n_cepstra, cfg.n_mels), x)  # (..., n_cepstra, n_frames)
+        cparts = [_cepstral_stat(cep, s) for s in cfg.cepstral_stats]
+    out = np.stack(parts, axis=-2) if parts else np.zeros((*x.shape[:-2], 0, cfg.n_mels))  # (..., n_parts, n_mels): stat-major once flattened
+    out = out.reshape(*out.shape[:-2], -1)
+    if cfg.n_cepstra:
+        cout = np.stack(cparts, axis=-2)
+        out = np.concatenate([out, cout.reshape(*cout.shape[:-2], -1)], axis=-1)
+    return out.astype(np.float32)
+
+
+def _cepstral_stat(cep: np.ndarray, s: str) -> np.ndarray:
+    if s in ("dmeanabs", "dstd", "dmean"):
+        if cep.shape[-1] < 2:
+            return np.zeros(cep.shape[:-1])
+        d = np.diff(cep, axis=-1)
+        return np.abs(d).mean(axis=-1) if s == "dmeanabs" else d.std(axis=-1) if s == "dstd" else d.mean(axis=-1)
+    return getattr(cep, s)(axis=-1)
+
+
+def _segments(x: np.ndarray, cfg: FeatureConfig) -> list[np.ndarray]:
+    """Segment statistics, segment-major: K x len(segment_stats) arrays of shape (..., n_mels)."""
+    n_frames = x.shape[-1]
+    if cfg.align_db is None:  # the same frame ranges for every clip
+        parts = []
+        for lo, hi in _segment_bounds(n_frames, cfg.segments):
+            seg = x[..., lo:hi]
+            parts += [getattr(seg, s)(axis=-1) for s in cfg.segment_stats]
+        return parts
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, *x.shape[-2:])
+    starts, ends = active_region(flat, cfg)
+    out = np.empty((len(flat), cfg.segments * len(cfg.segment_stats), x.shape[-2]))
+    for i, (start, end) in enumerate(zip(starts, ends)):
+        j = 0
+        for lo, hi in _segment_bounds(int(end - start), cfg.segments):
+            seg = flat[i, :, start + lo:start + hi]
+            for s in cfg.segment_stats:
+                out[i, j] = getattr(seg, s)(axis=-1)
+                j += 1
+    return [out[:, j].reshape(*lead, x.shape[-2]) for j in range(out.shape[1])]
 
 
 def _segment_bounds(n_frames: int, segments: int) -> list[tuple[int, int]]:

@@ -42,8 +42,9 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 1e-4
     batch_size: int = 64
-    epochs: int = 60
-    patience: int = 12  # epochs without a better validation score before stopping
+    epochs: int = 200
+    patience: int = 30  # epochs without a better validation score before stopping
+    mixup: float = 0.4  # within-task mixup, Beta(a, a); 0 turns it off
     weighting: str = "uniform"
     seed: int = 0
 
@@ -80,19 +81,40 @@ def predict(model: nn.Module, features: np.ndarray, batch: int = 4096) -> dict[s
 
 
 def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
-                 tasks: list[str]) -> dict[str, torch.Tensor]:
+                 tasks: list[str], mix: tuple[float, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-task losses of a mixed batch: the trunk runs once, each head sees only its own samples.
 
     A task's loss is the sum of its samples' cross-entropies divided by the batch size, so the
-    uniform sum over tasks is the mean over the batch's samples.
+    uniform sum over tasks is the mean over the batch's samples. ``mix = (lam, partner)`` applies
+    mixup: sample i is blended with sample ``partner[i]`` (of the same task) and its loss is
+    ``lam * CE(y_i) + (1 - lam) * CE(y_partner)``.
     """
+    if mix is not None:
+        lam, partner = mix
+        x = lam * x + (1 - lam) * x[partner]
     hidden = model.embed(x)
     losses = {}
     for i, task in enumerate(tasks):
         mask = batch_tasks == i
         if mask.any():
-            losses[task] = nn.functional.cross_entropy(model.heads[task](hidden[mask]), targets[mask], reduction="sum") / len(x)
+            logits = model.heads[task](hidden[mask])
+            loss = nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+            if mix is not None:
+                loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(logits, targets[partner][mask], reduction="sum")
+            losses[task] = loss / len(x)
     return losses
+
+
+def mixup_partners(batch_tasks: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """Mixup within tasks: one lambda per batch (>= 0.5, so the sample's own label dominates) and,
+    for every sample, a partner of the same task."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample().item()) if alpha > 0 else 1.0
+    lam = max(lam, 1 - lam)
+    partner = torch.arange(len(batch_tasks))
+    for value in torch.unique(batch_tasks):
+        members = torch.nonzero(batch_tasks == value).flatten()
+        partner[members] = members[torch.randperm(len(members), generator=generator)]
+    return lam, partner
 
 
 def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -160,7 +182,8 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
         for b, start in enumerate(range(0, n, cfg.batch_size)):
             idx = order[start:start + cfg.batch_size]
             batch_tasks = tasks_t[idx]
-            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks)
+            mix = mixup_partners(batch_tasks, cfg.mixup, shuffle) if cfg.mixup > 0 else None
+            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix)
             optimizer.zero_grad(set_to_none=True)
             total = weighting.backward(losses, shared)
             if not torch.isfinite(total):

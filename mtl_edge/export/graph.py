@@ -1,0 +1,49 @@
+"""The module that every exporter converts: ``features`` [batch, F] float32 in, one logits tensor per task out.
+
+A checkpoint's model is wrapped so that (1) the graph input is named ``features`` (the argument
+name becomes the ONNX input and the TFLite signature input) and (2) the outputs are a dict in the
+checkpoint's task order (ONNX output names and TFLite signature output names are the task names).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_edge.errors import MtlEdgeError
+
+INPUT_NAME = "features"
+
+
+class ExportGraph(nn.Module):
+    """``forward(features) -> {task: logits}`` in the given task order (eval mode, no dropout)."""
+
+    def __init__(self, model: nn.Module, tasks: list[str]):
+        super().__init__()
+        self.model = model
+        self.tasks = list(tasks)
+        self.eval()
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(features)
+        return {task: out[task] for task in self.tasks}
+
+
+def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str) -> ExportGraph:
+    """Wrap ``model`` and check once, in PyTorch, that it takes [batch, F] and returns every task."""
+    graph = ExportGraph(model, tasks).eval()
+    with torch.no_grad():
+        try:
+            out = graph.model(torch.zeros(2, input_dim))
+        except Exception as exc:  # a model of another family / input layout
+            raise MtlEdgeError(f"{label}: the model does not take [batch, {input_dim}] features: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(out, dict) or set(tasks) - set(out):
+        got = sorted(out) if isinstance(out, dict) else type(out).__name__
+        raise MtlEdgeError(f"{label}: the model must return {{task: logits}} for tasks {tasks}, got {got}")
+    return graph
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Trainable parameters (the Standardize mean/std buffers are not counted)."""
+    return int(sum(p.numel() for p in model.parameters()))
