@@ -102,7 +102,7 @@ def _report_skipped(skipped: list[str]) -> None:
 @cli_command
 def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
-    scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,000 clips); smaller for tests.")] = 1.0,
+    scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,350 clips); smaller for tests.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
     voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
@@ -229,6 +229,30 @@ def evaluate(
                          f"never saw ({', '.join(f'{k} {v}' for k, v in entry['unseen_labels'].items())}); they count as "
                          f"errors in accuracy_all[/yellow]", highlight=False)
     typer.echo(f"evaluation written to {report['written_to']}")
+
+
+@app.command("export")
+@cli_command
+def export(
+    run: Annotated[Path, typer.Argument(help="A finished training run folder.")],
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated formats: onnx, tflite.")] = "onnx,tflite",
+    quantize: Annotated[str, typer.Option("--quantize", help="Comma-separated precisions: fp32, fp16, int8-dynamic, int8 (static).")] = "fp32,fp16,int8-dynamic,int8",
+    per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Static int8 with one scale per tensor (default: per channel).")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Export folder (default: RUN/export).")] = None,
+    models: Annotated[Optional[str], typer.Option("--models", help="multi, single (every baseline) or single:TASK, comma-separated (default: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an export folder that holds a different export.")] = False,
+    allow_degraded: Annotated[bool, typer.Option("--allow-degraded", help="Keep artefacts that fail verification (marked degraded) instead of failing.")] = False,
+):
+    """Export a run to ONNX / TFLite at several precisions; verify every artefact on the test split."""
+    from mtl_edge.export import export_run
+
+    result = export_run(run, out, formats, quantize, per_tensor=per_tensor, force=force,
+                        allow_degraded=allow_degraded, models=models)
+    verification = result.folder / "verification.md"
+    if verification.is_file():
+        typer.echo(verification.read_text())
+    typer.echo(f"{len(result.artefacts)} artefact(s), {len(result.degraded)} degraded, "
+               f"{len(result.unsupported)} unsupported -> {result.folder}")
 
 
 DEMO_TASKS = "kws,speaker,scene,instrument"

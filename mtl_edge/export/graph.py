@@ -7,6 +7,8 @@ checkpoint's task order (ONNX output names and TFLite signature output names are
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -47,3 +49,17 @@ def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str)
 def parameter_count(model: nn.Module) -> int:
     """Trainable parameters (the Standardize mean/std buffers are not counted)."""
     return int(sum(p.numel() for p in model.parameters()))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TELLING = ("No ONNX function found", "Lowering not found", "not supported", "Unsupported", "failed to legalize",
+            "Verification failed", "could not be")
+
+
+def converter_message(exc: BaseException) -> str:
+    """The line of a converter's (long) exception that names the op, else its first line."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
+    telling = next((ln for ln in lines if any(k.lower() in ln.lower() for k in _TELLING)), None)
+    line = telling or (lines[0] if lines else "")
+    line = re.sub(r"^<class '[\w.]+\.(\w+)'>:\s*", r"\1: ", line)
+    return f"{type(exc).__name__}: {line[:400]}"

@@ -22,15 +22,11 @@ import numpy as np
 import torch
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export.graph import INPUT_NAME, ExportGraph
+from mtl_edge.export.graph import INPUT_NAME, ExportGraph, converter_message as _first_line
 
 EXTENSION = ".onnx"
 _DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64"}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 
 
 @contextlib.contextmanager

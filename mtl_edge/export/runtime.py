@@ -51,9 +51,19 @@ def tflite_runner(path: str | Path, threads: int = 1, signature: str = "serving_
         raise MtlEdgeError(f"{path}: the LiteRT interpreter cannot load it: {str(exc).splitlines()[0][:300]}") from None
     (input_name, detail), = runner.get_input_details().items()
     batch = int(detail["shape"][0])
+    in_dtype = np.dtype(detail["dtype"])
+    in_scale, in_zero = detail["quantization"]
+    dequant = {name: d["quantization"] for name, d in runner.get_output_details().items()
+               if np.issubdtype(np.dtype(d["dtype"]), np.integer)}
 
     def call(features: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: np.array(v) for k, v in runner(**{input_name: np.ascontiguousarray(features, dtype=np.float32)}).items()}
+        x = np.ascontiguousarray(features, dtype=np.float32)
+        if np.issubdtype(in_dtype, np.integer):  # a graph with a quantised input: quantise as the runtime expects
+            info = np.iinfo(in_dtype)
+            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(in_dtype)
+        out = runner(**{input_name: x})
+        return {k: ((v.astype(np.float32) - dequant[k][1]) * np.float32(dequant[k][0]) if k in dequant else np.array(v))
+                for k, v in out.items()}
 
     def run(features: np.ndarray) -> dict[str, np.ndarray]:
         if len(features) == batch:
@@ -85,7 +95,7 @@ def load_artefact(entry: dict, folder: str | Path, threads: int = 1) -> Runner:
     return runners(entry["format"], path, threads)[0]
 
 
-def measure_latency(call: Runner, row: np.ndarray, runs: int = 200, warmup: int = 20) -> dict:
+def measure_latency(call: Runner, row: np.ndarray, runs: int = 200, warmup: int = 20, threads: int = 1) -> dict:
     """Median / p90 wall time in ms of ``call(row)`` (one [1, F] row), after ``warmup`` calls."""
     row = np.ascontiguousarray(row.reshape(1, -1), dtype=np.float32)
     for _ in range(warmup):
@@ -97,4 +107,4 @@ def measure_latency(call: Runner, row: np.ndarray, runs: int = 200, warmup: int 
         times.append((time.perf_counter_ns() - t0) / 1e6)
     times.sort()
     return {"median_ms": round(statistics.median(times), 5), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 5),
-            "runs": runs, "warmup": warmup, "threads": 1, "batch": 1}
+            "runs": runs, "warmup": warmup, "threads": threads, "batch": 1}

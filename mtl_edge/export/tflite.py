@@ -6,7 +6,8 @@
   dequantised to float32 at load; compute stays float32) -- the LiteRT notion of an fp16 model;
 - ``int8-dynamic``: PT2E dynamic quantisation (int8 weights, dynamic-range kernels);
 - ``int8``: PT2E static quantisation, int8 weights and activations, calibrated on the recorded
-  training rows (float32 input and outputs with quantize/dequantize at the edges).
+  training rows (float32 input; the converter makes the outputs int8, so each output's ``scale`` and ``zero_point``
+  are recorded in the manifest and ``load_artefact`` returns dequantised float32 logits).
 
 The batch dimension is fixed at 1: litert-torch 0.10.0 fails to lower a dynamic batch through the
 broadcast subtraction of the input standardisation (``Only non-negative indices are allowed when
@@ -26,16 +27,33 @@ import numpy as np
 import torch
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export.graph import INPUT_NAME, ExportGraph
+from mtl_edge.export.graph import INPUT_NAME, ExportGraph, converter_message as _first_line
 
 EXTENSION = ".tflite"
 SIGNATURE = "serving_default"
 BATCH = 1
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """The MLIR converter logs to file descriptor 2 from C++; park it in a temporary file meanwhile."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager
@@ -46,7 +64,7 @@ def _quiet():
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_native_stderr():
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -158,7 +176,12 @@ def describe(path: Path) -> dict:
     by_index_out = {d["index"]: (name, d) for name, d in runner.get_output_details().items()}
 
     def entry(name, d):
-        return {"name": name, "shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name}
+        e = {"name": name, "shape": [int(s) for s in d["shape_signature"]], "dtype": np.dtype(d["dtype"]).name}
+        if np.issubdtype(np.dtype(d["dtype"]), np.integer):  # full-int8 graphs: dequantise with these
+            scale, zero_point = d["quantization"]
+            e["quantization"] = {"scale": float(scale), "zero_point": int(zero_point),
+                                 "real_value": "scale * (q - zero_point)"}
+        return e
 
     # the subgraph's output order is the torch dict order; the signature map itself is keyed by name
     outputs = [entry(*by_index_out[d["index"]]) for d in interp.get_output_details() if d["index"] in by_index_out]

@@ -45,6 +45,7 @@ class TrainConfig:
     epochs: int = 200
     patience: int = 30  # epochs without a better validation score before stopping
     mixup: float = 0.4  # within-task mixup, Beta(a, a); 0 turns it off
+    select: str = "mean"  # model selection on the validation split: mean or worst per-task accuracy
     weighting: str = "uniform"
     seed: int = 0
 
@@ -197,7 +198,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
                 count = int((batch_tasks == tasks.index(task)).sum())
                 curves.append([epoch, b, task, float(value.item()) * len(idx) / count, count])
         scores = validation_score(model, data)
-        score = float(np.mean(list(scores.values())))
+        score = float(np.mean(list(scores.values())) if cfg.select == "mean" else min(scores.values()))
         history.append({"epoch": epoch + 1, "validation_accuracy": scores, "validation_mean": score})
         if score > best_score:
             best_score, best_epoch = score, epoch

@@ -25,7 +25,7 @@ from mtl_edge.data.demo import sources
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
 from mtl_edge.errors import MtlEdgeError
 
-RECIPE_VERSION = 2  # bump when rendering changes, so cached corpora are rebuilt
+RECIPE_VERSION = 3  # bump when rendering changes, so cached corpora are rebuilt
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
                  "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
@@ -36,14 +36,15 @@ INSTRUMENTS = {  # name: (General MIDI program, lowest note, highest note)
 SCENES = tuple(sources.SCENE_BACKGROUNDS)
 EVENTS = tuple(sources.EVENTS)
 SPLIT_SHARES = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
-# clips at --scale 1 per kind (total ~5,100): every class of every task gets >= ~100 clips
-FULL_COUNTS = {"speech": 3000, "silence": 300, "instrument": 960, "event": 700, "music": 150}
+# clips at --scale 1 per kind (total ~5,350): every class of every task gets >= ~100 clips; an
+# instrument needs ~200 phrases before timbre, not pitch range, decides its class
+FULL_COUNTS = {"speech": 2600, "silence": 300, "instrument": 1600, "event": 700, "music": 150}
 MANIFEST_EXTRA = ("clip_id", "kind", "source", "scene", "snr_db", "activity", "sha256")
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    scale: float = 1.0  # 1 = full corpus (~5,100 clips)
+    scale: float = 1.0  # 1 = full corpus (~5,350 clips)
     seed: int = 0
     voices: str = "mbrola"  # mbrola (recordings of real speakers) or espeak (fallback)
     snr_db: tuple[float, float] = (5.0, 20.0)  # foreground over background
@@ -126,15 +127,15 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
         for name in _balanced(rng, list(INSTRUMENTS), n):
             program, low, high = INSTRUMENTS[name]
             notes, t = [], rng.uniform(0.0, 0.1)
-            for _ in range(int(rng.integers(1, 5))):
-                length = rng.uniform(0.15, 0.6)
+            for _ in range(int(rng.integers(2, 6))):  # a phrase: 2-5 notes (or chords)
+                length = rng.uniform(0.12, 0.45)
                 chord = [int(rng.integers(low, high + 1))]
                 if program in (0, 19, 24) and rng.random() < 0.3:  # polyphonic instruments sometimes play a chord
                     chord.append(min(high, chord[0] + int(rng.choice([3, 4, 7]))))
                 for pitch in chord:
                     notes.append((pitch, round(t, 4), round(t + length, 4), int(rng.integers(50, 120))))
                 t += length * rng.uniform(0.8, 1.1)
-                if t > 0.75:
+                if t > 0.8:
                     break
             out.append({"kind": "instrument", "program": program, "notes": notes,
                         "labels": {"instrument": name, "music_speech": "music", "vad": "no_speech"},

@@ -1,0 +1,316 @@
+"""Export a trained run to on-device formats, verified by their real runtimes.
+
+``export_run(RUN)`` writes ``RUN/export/`` (built under a temporary name, renamed into place when
+complete, so an interrupted export leaves the previous folder or nothing):
+
+- ``onnx/<model>.<precision>.onnx`` and ``tflite/<model>.<precision>.tflite`` for the multi-task model
+  (``multi``) and every single-task baseline (``single-<task>``): input ``features`` [batch, F]
+  float32, one logits output per task named as the task, in the checkpoint's task order;
+- ``testset.npz``: the test split the artefacts were verified on (see ``mtl_edge.export.testset``);
+- ``calibration_indices.json``: the training rows static int8 was calibrated on;
+- ``verification.md`` / ``verification.json``: agreement with PyTorch, accuracies, logit differences,
+  sizes, parameter counts and local latency of every artefact;
+- ``pareto.png``: per-task accuracy against latency and size;
+- ``manifest.json`` (last): every artefact with its sha256, size, format, precision, quantisation,
+  opset/schema, inputs/outputs, source checkpoint and verification. Later stages read artefacts
+  only through it (``read_manifest``, ``load_artefact``).
+
+The features are the clip-level log-mel summary vectors of the checkpoint's feature config; the
+feature extraction itself (STFT, percentiles, onset alignment) is not part of the graphs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mtl_edge import atomic
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.export.manifest import FORMAT, MANIFEST, VERSION, read_manifest, same_export, sha256_file, write_manifest
+from mtl_edge.export.runtime import load_artefact, measure_latency
+from mtl_edge.export.verify import DEFAULT_THRESHOLDS, resolve_thresholds
+
+__all__ = ["FORMATS", "PRECISIONS", "ExportResult", "export_run", "load_artefact", "read_manifest", "DEFAULT_THRESHOLDS"]
+
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+TESTSET = "testset.npz"
+CALIBRATION = "calibration_indices.json"
+PLOT = "pareto.png"
+_PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy")
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    manifest: dict
+    artefacts: list[dict] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> list[dict]:
+        return [a for a in self.artefacts if a["status"] == "degraded"]
+
+    @property
+    def unsupported(self) -> list[dict]:
+        return [a for a in self.artefacts if a["status"] == "unsupported"]
+
+
+@dataclass
+class _Source:
+    label: str  # "multi" | "single:<task>"
+    path: Path
+    model: object
+    info: dict
+    tasks: list[str]
+    sha256: str
+
+
+def _parse(values, known: tuple[str, ...], what: str) -> list[str]:
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    values = list(dict.fromkeys(values))
+    bad = [v for v in values if v not in known]
+    if bad or not values:
+        raise MtlEdgeError(f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(known)}")
+    return values
+
+
+def _select(labels: list[str], models) -> list[str]:
+    if models is None:
+        return labels
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    chosen = []
+    for m in models:
+        match = [label for label in labels if label == m or (m == "single" and label.startswith("single:"))]
+        if not match:
+            raise MtlEdgeError(f"no model {m!r} in the run; it has {', '.join(labels)} (or 'single' for every baseline)")
+        chosen += [label for label in match if label not in chosen]
+    return [label for label in labels if label in chosen]
+
+
+def _sources(run: Path, models=None) -> tuple[list[_Source], dict]:
+    from mtl_edge.train.checkpoint import load_checkpoint
+
+    config_path = run / "config.json"
+    if not run.is_dir():
+        raise MtlEdgeError(f"{run}: no such run folder")
+    if not config_path.is_file():
+        raise MtlEdgeError(f"{run}: not a run folder (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError:
+        raise MtlEdgeError(f"{config_path} is damaged") from None
+    candidates = [("multi", run / "multi" / "model.pt")]
+    candidates += [(f"single:{t}", run / "single" / t / "model.pt") for t in config.get("tasks", [])]
+    present = [(label, p) for label, p in candidates if p.exists()]
+    if not present:
+        raise MtlEdgeError(f"{run}: no checkpoints (multi/model.pt, single/<task>/model.pt); train the run first")
+    missing = [str(p.relative_to(run)) for label, p in candidates
+               if not p.exists() and (label == "multi" or config.get("single"))]
+    if missing:
+        raise MtlEdgeError(f"{run}: unfinished run, missing {', '.join(missing)} (finish it with mtl-edge train --resume)")
+    chosen = _select([label for label, _ in present], models)
+    present = [(label, p) for label, p in present if label in chosen]
+    sources = []
+    for label, path in present:
+        model, info = load_checkpoint(path)  # MtlEdgeError for a corrupt, foreign or other-version file
+        tasks = list(info.get("tasks") or info.get("labels") or [])
+        if not tasks or set(tasks) - set(info.get("labels", {})):
+            raise MtlEdgeError(f"{path}: checkpoint names no tasks with label lists; cannot export it")
+        if "input_dim" not in info.get("build_args", {}):
+            raise MtlEdgeError(f"{path}: model {info.get('model')!r} has no input_dim; only feature-vector models export")
+        if label.startswith("single:") and tasks != [label.split(":", 1)[1]]:
+            raise MtlEdgeError(f"{path}: a single-task baseline of {label[7:]!r} holds tasks {tasks}")
+        sources.append(_Source(label, path, model, info, tasks, sha256_file(path)))
+    first = sources[0]
+    for s in sources[1:]:
+        if s.info.get("feature_config") != first.info.get("feature_config"):
+            raise MtlEdgeError(f"{s.path}: feature config differs from {first.path}; the run's models must share features")
+        if s.info["build_args"]["input_dim"] != first.info["build_args"]["input_dim"]:
+            raise MtlEdgeError(f"{s.path}: input size differs from {first.path}")
+    return sources, config
+
+
+def _check_out(out: Path, identity: dict, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise MtlEdgeError(f"{out} exists and is not a folder; choose another --out")
+    if (out / MANIFEST).is_file():
+        try:
+            previous = read_manifest(out)
+        except MtlEdgeError:
+            previous = None
+        if previous is not None and same_export(previous, identity):
+            return  # the same run and checkpoints: rebuild in place
+        if not force:
+            raise MtlEdgeError(f"{out} holds a different export (another run or other checkpoints); "
+                               "use --force to replace it, or another --out")
+        return
+    if any(out.iterdir()):
+        raise MtlEdgeError(f"{out} exists and is not an export folder; choose another --out")
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, precisions=PRECISIONS,
+               per_tensor: bool = False, force: bool = False, allow_degraded: bool = False,
+               thresholds: dict | None = None, *, models=None, calibration_size: int = 256, seed: int = 0,
+               latency_runs: int = 200, progress: bool = True, workers: int = 2) -> ExportResult:
+    """Export, verify and time every model of ``run``; see the module docstring for the folder layout.
+
+    Raises MtlEdgeError for a bad run or checkpoint, an op a format cannot take, an out folder that
+    holds a different export (unless ``force``), or an artefact that fails verification (unless
+    ``allow_degraded``: then it is kept and marked "degraded"). ``models`` limits the export to some of
+    the run's models ("multi", "single" = every baseline, "single:<task>"; default all).
+    """
+    from mtl_edge.export import onnx as onnx_export
+    from mtl_edge.export import tflite as tflite_export
+    from mtl_edge.export.graph import export_graph, parameter_count
+    from mtl_edge.export.plot import pareto_plot
+    from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
+    from mtl_edge.export.verify import render_markdown, verify_artefact
+    from mtl_edge.features.cache import prepare_features
+    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.progress import progress_bar
+    from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.trainer import predict
+
+    formats = _parse(formats, FORMATS, "format")
+    precisions = _parse(precisions, PRECISIONS, "precision")
+    limits = resolve_thresholds(thresholds)
+    run = Path(run)
+    out = Path(out) if out is not None else run / "export"
+    sources, config = _sources(run, models)
+    identity = {"format": FORMAT, "run": str(run.resolve()), "checkpoint_sha256": {s.label: s.sha256 for s in sources}}
+    _check_out(out, identity, force)
+
+    # The data: always with the checkpoint's feature config and label lists.
+    corpus = Path(config.get("corpus", ""))
+    feature_config = FeatureConfig.from_json(sources[0].info["feature_config"])
+    labels: dict[str, list[str]] = {}
+    for s in sources:
+        for t in s.tasks:
+            if t in labels and labels[t] != list(s.info["labels"][t]):
+                raise MtlEdgeError(f"{s.path}: labels of {t!r} differ from another checkpoint of the run")
+            labels[t] = list(s.info["labels"][t])
+    all_tasks = list(labels)
+    data = load_task_data(corpus, all_tasks, feature_config, labels=labels, workers=workers)
+    input_dim = int(sources[0].info["build_args"]["input_dim"])
+    if data.input_dim != input_dim:
+        raise MtlEdgeError(f"the corpus gives {data.input_dim} features with the checkpoint's feature config, "
+                           f"the model takes {input_dim}")
+    table = prepare_features(corpus, feature_config, workers=workers)
+    testset = build_testset(data, list(table.paths))
+    calibration = {s.label: calibration_rows(data, s.tasks, calibration_size, seed) for s in sources}
+    builders = {"onnx": onnx_export, "tflite": tflite_export}
+    jobs = [(s, fmt, prec) for s in sources for fmt in formats for prec in precisions]
+
+    artefacts: list[dict] = []
+    with atomic.atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtl-edge-export-") as work:
+        work = Path(work)
+        write_testset(testset, tmp / TESTSET)
+        atomic.write_json(tmp / CALIBRATION, {
+            "split": "train", "seed": seed, "size": calibration_size, "corpus": str(corpus),
+            "feature_config": feature_config.to_json(),
+            "note": "rows of the corpus feature cache (the feature matrix of load_task_data) used for static int8",
+            "models": calibration}, sort_keys=False)
+        references = {s.label: predict(s.model, testset.features) for s in sources}
+        graphs = {s.label: export_graph(s.model, s.tasks, input_dim, s.label) for s in sources}
+        bar = progress_bar() if progress else None
+        if bar:
+            bar.start()
+            task_id = bar.add_task("export", total=len(jobs))
+        try:
+            for s, fmt, prec in jobs:
+                if bar:
+                    bar.update(task_id, description=f"{s.label} {fmt} {prec}")
+                artefacts.append(_one(s, fmt, prec, builders[fmt], graphs[s.label], input_dim, tmp, work, testset,
+                                      references[s.label], data.features[calibration[s.label]], not per_tensor,
+                                      limits, allow_degraded, latency_runs, parameter_count(s.model), verify_artefact))
+                if bar:
+                    bar.advance(task_id)
+        finally:
+            if bar:
+                bar.stop()
+
+        verification = {"thresholds": limits, "testset": TESTSET,
+                        "artefacts": [{k: a.get(k) for k in ("path", "model", "format", "precision", "status", "reason",
+                                                             "bytes", "parameters", "latency", "verification")}
+                                      for a in artefacts]}
+        atomic.write_json(tmp / "verification.json", verification, sort_keys=False)
+        atomic.write_text(tmp / "verification.md", f"# Export verification: {run}\n\nTest split: {len(testset)} clips "
+                          f"({TESTSET}); thresholds: {limits}\n\n" + render_markdown(artefacts))
+        pareto_plot(artefacts, all_tasks, tmp / PLOT, title=f"{run.name}: accuracy vs latency / size")
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "run": identity["run"],
+            "checkpoint_sha256": identity["checkpoint_sha256"],
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "corpus": str(corpus),
+            "tasks": all_tasks,
+            "labels": labels,
+            "feature_config": feature_config.to_json(),
+            "input": {"name": "features", "dtype": "float32", "features": input_dim,
+                      "description": "clip-level log-mel summary vector (mtl_edge.features.logmel) of the feature_config"},
+            "testset": TESTSET,
+            "testset_contents": testset.keys(),
+            "calibration": CALIBRATION,
+            "verification": "verification.json",
+            "plot": PLOT,
+            "thresholds": limits,
+            "per_tensor": per_tensor,
+            "versions": _versions(),
+            "artefacts": artefacts,
+        }
+        write_manifest(tmp, manifest)  # last: a folder without it is not an export
+    return ExportResult(out, manifest, artefacts)
+
+
+def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder: Path, work: Path, testset,
+         reference: dict, calibration: np.ndarray, per_channel: bool, limits: dict, allow_degraded: bool,
+         latency_runs: int, parameters: int, verify_artefact) -> dict:
+    from mtl_edge.export.runtime import runners
+    from mtl_edge.export.tflite import Unsupported
+
+    name = s.label.replace(":", "-")
+    rel = f"{fmt}/{name}.{prec}{builder.EXTENSION}"
+    entry = {"path": rel, "model": s.label, "tasks": s.tasks, "format": fmt, "precision": prec,
+             "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters}
+    (folder / fmt).mkdir(exist_ok=True)
+    target = folder / rel
+    try:
+        with atomic.atomic_path(target) as tmp_file:
+            details = builder.build(graph, input_dim, prec, tmp_file, work, s.label,
+                                    calibration=calibration if prec == "int8" else None, per_channel=per_channel)
+    except Unsupported as exc:
+        return {**entry, "path": None, "sha256": None, "bytes": None, "status": "unsupported", "reason": str(exc),
+                "quantization": None, "inputs": None, "outputs": None, "verification": None, "latency": None}
+    if prec == "int8":
+        details["quantization"]["calibration"] = {"file": CALIBRATION, "model": s.label, "rows": len(calibration)}
+    record = verify_artefact(fmt, target, reference, testset, s.tasks, prec, limits, allow_degraded,
+                             artefact=f"{rel} ({s.label}, {fmt} {prec})")
+    _, call = runners(fmt, target, threads=1)
+    latency = measure_latency(call, testset.features[0], runs=latency_runs)
+    status = record.pop("status")
+    problems = record.pop("problems")
+    return {**entry, "sha256": sha256_file(target), "bytes": target.stat().st_size, **details,
+            "status": status, "reason": "; ".join(problems) if problems else None,
+            "verification": record, "latency": {"runtime": "onnxruntime" if fmt == "onnx" else "ai-edge-litert", **latency}}

@@ -1,0 +1,141 @@
+"""Verification of an artefact by its real runtime on the whole shipped test split, against PyTorch.
+
+Per task: top-1 agreement with the PyTorch model, accuracy of the artefact and of PyTorch (samples
+with a label unknown to the model are left out of accuracy), the largest absolute logit
+difference. An artefact fails when its outputs are not the model's tasks in order, when a task's
+agreement is below the precision's threshold, or when an int8 artefact loses more than
+``accuracy_drop`` accuracy against the float32 PyTorch model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtl_edge.errors import MtlEdgeError
+
+DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "int8-dynamic": 0.95, "int8": 0.95,
+                                        "accuracy_drop": 0.02}
+
+
+def resolve_thresholds(thresholds: dict | None) -> dict[str, float]:
+    out = dict(DEFAULT_THRESHOLDS)
+    for key, value in (thresholds or {}).items():
+        if key not in DEFAULT_THRESHOLDS:
+            raise MtlEdgeError(f"unknown threshold {key!r}; known: {', '.join(DEFAULT_THRESHOLDS)}")
+        out[key] = float(value)
+    return out
+
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float | None:
+    known = labels >= 0
+    return float(np.mean(pred[known] == labels[known])) if known.any() else None
+
+
+def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: dict[str, np.ndarray],
+            testset, tasks: list[str]) -> dict:
+    """The verification record of an artefact's outputs on the test set (all rows) against ``reference``."""
+    per_task = {}
+    for task in tasks:
+        tt = testset.tasks[task]
+        ref = reference[task][tt.rows]
+        if task not in outputs:
+            per_task[task] = {"n": int(len(tt.rows)), "agreement": 0.0, "accuracy": None,
+                              "torch_accuracy": _accuracy(ref.argmax(1), tt.labels), "max_abs_diff": None,
+                              "error": "no output of this name"}
+            continue
+        got = np.asarray(outputs[task], dtype=np.float32)[tt.rows]
+        pred, ref_pred = got.argmax(1), ref.argmax(1)
+        entry = {"n": int(len(tt.rows)), "agreement": float(np.mean(pred == ref_pred)),
+                 "accuracy": _accuracy(pred, tt.labels), "torch_accuracy": _accuracy(ref_pred, tt.labels),
+                 "max_abs_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else None}
+        if got.shape != ref.shape:
+            entry["error"] = f"shape {list(got.shape[1:])} != {list(ref.shape[1:])} (labels of {task!r})"
+        elif not np.isfinite(got).all():
+            entry["error"] = "non-finite logits"
+            entry["agreement"] = min(entry["agreement"], 0.0)
+        per_task[task] = entry
+    return {"rows": int(len(testset)), "output_order": list(output_order), "tasks": per_task}
+
+
+def failures(verification: dict, tasks: list[str], precision: str, thresholds: dict[str, float], artefact: str) -> list[str]:
+    """Clean messages naming the artefact, task, value and threshold for every failed check."""
+    msgs = []
+    if verification["output_order"] != list(tasks):
+        msgs.append(f"{artefact}: outputs {verification['output_order']} are not the tasks {list(tasks)} in order")
+    floor = thresholds[precision]
+    for task, e in verification["tasks"].items():
+        if e.get("error"):
+            msgs.append(f"{artefact}: task {task!r}: {e['error']}")
+        if e["agreement"] < floor:
+            msgs.append(f"{artefact}: task {task!r} top-1 agreement with PyTorch {e['agreement']:.3f} "
+                        f"is below the {precision} threshold {floor:.3f}")
+        if precision.startswith("int8") and e["accuracy"] is not None and e["torch_accuracy"] is not None:
+            drop = e["torch_accuracy"] - e["accuracy"]
+            if drop > thresholds["accuracy_drop"] + 1e-9:
+                msgs.append(f"{artefact}: task {task!r} accuracy {e['accuracy']:.3f} is {100 * drop:.1f} points below "
+                            f"fp32 {e['torch_accuracy']:.3f} (allowed {100 * thresholds['accuracy_drop']:.1f})")
+    return msgs
+
+
+def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, tasks: list[str], precision: str,
+                    thresholds: dict | None = None, allow_degraded: bool = False, artefact: str | None = None) -> dict:
+    """Run ``path`` with its runtime on every test row and check it; raise MtlEdgeError on a failure.
+
+    Returns the verification record with ``status`` ("ok" or, with ``allow_degraded``, "degraded")
+    and ``problems`` (the failure messages).
+    """
+    from mtl_edge.export.runtime import runners
+
+    thresholds = resolve_thresholds(thresholds)
+    run, _ = runners(fmt, path)
+    outputs = run(testset.features)
+    order = output_names(fmt, path)
+    record = compare(outputs, order, reference, testset, tasks)
+    problems = failures(record, tasks, precision, thresholds, artefact or str(path))
+    if problems and not allow_degraded:
+        raise MtlEdgeError("verification failed: " + "; ".join(problems)
+                           + " (use --allow-degraded to keep it, marked degraded)")
+    record["status"] = "degraded" if problems else "ok"
+    record["problems"] = problems
+    record["thresholds"] = {"agreement": thresholds[precision], "accuracy_drop": thresholds["accuracy_drop"]
+                            if precision.startswith("int8") else None}
+    return record
+
+
+def output_names(fmt: str, path) -> list[str]:
+    """Output names in graph order, as the runtime reports them."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        return [o.name for o in ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_outputs()]
+    from mtl_edge.export.tflite import describe
+
+    return [o["name"] for o in describe(path)["outputs"]]
+
+
+def render_markdown(rows: list[dict]) -> str:
+    """The verification table: one line per (artefact, task)."""
+    head = ("| artefact | model | format | precision | status | task | n | agreement | accuracy | torch acc | "
+            "Δacc | max abs Δlogit | KB | params | latency ms |")
+    lines = [head, "|" + "---|" * 15]
+
+    def f(v, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v)
+
+    for a in rows:
+        ver = a.get("verification") or {}
+        lat = (a.get("latency") or {}).get("median_ms")
+        if not ver.get("tasks"):
+            lines.append(f"| {a.get('path') or '-'} | {a['model']} | {a['format']} | {a['precision']} | {a['status']} | "
+                         f"- | - | - | - | - | - | - | - | - | - |")
+            continue
+        for task, e in ver["tasks"].items():
+            dacc = None if e["accuracy"] is None or e["torch_accuracy"] is None else e["accuracy"] - e["torch_accuracy"]
+            lines.append(f"| {a['path']} | {a['model']} | {a['format']} | {a['precision']} | {a['status']} | {task} | {e['n']} | "
+                         f"{f(e['agreement'])} | {f(e['accuracy'])} | {f(e['torch_accuracy'])} | {f(dacc, '{:+.3f}')} | "
+                         f"{f(e['max_abs_diff'], '{:.2e}')} | {a['bytes'] / 1024:.1f} | {a.get('parameters', '-')} | {f(lat, '{:.4f}')} |")
+    notes = [f"- {a['model']} {a['format']} {a['precision']}: {a['status']}: {a.get('reason')}"
+             for a in rows if a["status"] != "ok"]
+    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
