@@ -266,7 +266,8 @@ def demo(
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Corpus scale (1 = full).")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
-    """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them."""
+    """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them,
+    export them to ONNX and TFLite at every precision and verify each artefact."""
     import time
 
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
@@ -281,4 +282,10 @@ def demo(
     render_table(describe_corpus(out))
     run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed), single=True, resume=True)
     render_metrics(run.metrics)
+    from mtl_edge.export import export_run
+
+    # the demo shows degraded artefacts in its table instead of stopping at the first one
+    exported = export_run(run.folder, force=True, allow_degraded=True)
+    typer.echo((exported.folder / "verification.md").read_text())
+    typer.echo(f"{len(exported.artefacts)} artefact(s), {len(exported.degraded)} degraded -> {exported.folder}")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; run in {run.folder}")

@@ -50,11 +50,19 @@ def test_metrics(model, data: TaskData) -> dict[str, dict]:
 
 
 def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, single: bool = False,
-              resume: bool = False, workers: int = 2) -> RunResult:
-    """Train (or resume) a run and write its metrics; see the module docstring for the layout."""
+              resume: bool = False, workers: int = 2, threads: int = 1) -> RunResult:
+    """Train (or resume) a run and write its metrics; see the module docstring for the layout.
+
+    ``threads``: torch intra-op threads. The DNN is small: one thread is the fastest (several
+    threads spend more on synchronisation than on arithmetic), and a fixed count keeps runs
+    bit-for-bit repeatable.
+    """
+    import torch
+
     from mtl_edge.features.logmel import FeatureConfig
     from mtl_edge.progress import progress_bar
 
+    torch.set_num_threads(threads)
     out = Path(out)
     config = {"format": RUN_FORMAT, "corpus": str(Path(corpus).resolve()), "tasks": tasks, "single": single,
               "train": cfg.to_json(), "features": FeatureConfig().to_json()}
