@@ -193,7 +193,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run folder, e.g. runs/NAME.")],
     single: Annotated[bool, typer.Option("--single", help="Also train one single-task baseline per task (same config and seed).")] = False,
     model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "dnn",
-    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "256,256,256",
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "512,512,512",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
     weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
@@ -255,6 +255,70 @@ def export(
                f"{len(result.unsupported)} unsupported -> {result.folder}")
 
 
+@app.command("bench")
+@cli_command
+def bench(
+    export_dir: Annotated[Path, typer.Argument(help="An export folder (with manifest.json and testset.npz).")],
+    device: Annotated[str, typer.Option("--device", help="desktop, pi4, android or the path of a device profile (TOML).")] = "desktop",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime, litert or both comma-separated (default: the device's).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Runtime threads (default: the device's).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Comma-separated subset of fp32, fp16, int8-dynamic, int8 (default: all exported).")] = None,
+    compare: Annotated[Optional[str], typer.Option("--compare", help="single: the multi-task model against the sum of the single-task models.")] = None,
+    results: Annotated[Optional[Path], typer.Option("--results", help="Results folder (default: EXPORT_DIR/bench).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip measurements already written for the same artefact, device and settings.")] = False,
+    min_runs: Annotated[int, typer.Option("--min-runs", min=1, help="Measured runs at least.")] = 100,
+    min_secs: Annotated[float, typer.Option("--min-secs", min=0.0, help="Measured seconds at least.")] = 2.0,
+    max_secs: Annotated[float, typer.Option("--max-secs", min=0.01, help="Measured seconds at most (caps min-runs).")] = 20.0,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=1.0, help="Seconds before a runner is declared hung.")] = None,
+):
+    """Measure latency and memory of exported artefacts on a device, in a separate runner process."""
+    from mtl_edge.bench.harness import bench as run_bench
+
+    result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision, compare=compare,
+                       results=results, resume=resume, min_runs=min_runs, min_secs=min_secs, max_secs=max_secs,
+                       timeout=timeout)
+    _print_georgiev(result.compares)
+    typer.echo(f"{len(result.measurements)} measurement(s), {len(result.compares)} comparison(s) written, "
+               f"{result.skipped} skipped (resume) -> {', '.join(str(p) for p in result.results)}")
+
+
+def _print_georgiev(compares: list[dict]) -> None:
+    if not compares:
+        return
+    from rich.table import Table
+
+    from mtl_edge.progress import stdout_console
+
+    table = Table(title="multi-task model / sum of single-task models (lower is better)")
+    for column in ("runtime", "precision", "runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
+        table.add_column(column, justify="right" if "ratio" in column else "left")
+    for line in compares:
+        cells = [str(line.get("runtime")), str(line.get("precision"))]
+        for key in ("runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
+            value = line.get(key)
+            cells.append("-" if value is None else f"{value:.3f}")
+        table.add_row(*cells)
+    stdout_console().print(table)
+
+
+@app.command("report")
+@cli_command
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Benchmark results files (.jsonl) or folders holding them.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: report/ beside the first results).")] = None,
+):
+    """Render benchmark results as Markdown + PNG (latency, multi vs sum of singles, accuracy vs latency)."""
+    from mtl_edge.report import render_report
+
+    paths: list[Path] = []
+    for path in results:
+        paths.extend(sorted(path.glob("*.jsonl")) if path.is_dir() else [path])
+    if not paths:
+        raise MtlEdgeError(f"no results (.jsonl) in {', '.join(map(str, results))}")
+    rendered = render_report(paths, out)
+    typer.echo(f"report: {', '.join(str(p) for p in [rendered.markdown, *rendered.images])}")
+
+
 DEMO_TASKS = "kws,speaker,scene,instrument"
 
 
@@ -267,7 +331,7 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
     """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them,
-    export them to ONNX and TFLite at every precision and verify each artefact."""
+    export them to ONNX and TFLite at every precision (verified), benchmark them on this CPU, write the report."""
     import time
 
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
@@ -288,4 +352,13 @@ def demo(
     exported = export_run(run.folder, force=True, allow_degraded=True)
     typer.echo((exported.folder / "verification.md").read_text())
     typer.echo(f"{len(exported.artefacts)} artefact(s), {len(exported.degraded)} degraded -> {exported.folder}")
+    from mtl_edge.bench.harness import bench as run_bench
+    from mtl_edge.report import render_report
+
+    # the desktop benchmark (shorter measuring windows than the command's defaults)
+    measured = run_bench(exported.folder, device="desktop", runtime="onnxruntime,litert", compare="single",
+                         min_runs=100, min_secs=0.5, max_secs=5.0)
+    _print_georgiev(measured.compares)
+    rendered = render_report(measured.results)
+    typer.echo(f"report: {rendered.markdown}")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; run in {run.folder}")

@@ -36,3 +36,10 @@ def test_bad_policy_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["data", "prepare", str(tmp_path), "--on-bad-audio", "ignore"])
     assert result.exit_code == 1
     assert "--on-bad-audio must be one of fail, skip" in result.output
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["export"], ["bench"], ["report"]])
+def test_later_stage_commands_have_help(command):
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output

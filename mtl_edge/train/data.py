@@ -56,7 +56,7 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, cache_dir=None, workers: int = 2,
-                   labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail") -> TaskData:
+                   labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail", progress: bool = True) -> TaskData:
     """Features (from the prepare-stage cache) and label ids for ``tasks`` of ``corpus``.
 
     ``labels`` fixes the label ids (a checkpoint's label lists); samples whose label is not in it
@@ -71,7 +71,7 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
     if unknown:
         raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)} in {corpus}; this corpus has: {', '.join(manifest.tasks)}")
     cfg = feature_config if feature_config is not None else FeatureConfig()
-    table = prepare_features(corpus, cfg, cache_dir=cache_dir, workers=workers, on_bad_audio=on_bad_audio)
+    table = prepare_features(corpus, cfg, cache_dir=cache_dir, workers=workers, on_bad_audio=on_bad_audio, progress=progress)
     index = {p: i for i, p in enumerate(table.paths)}
     out: dict[str, TaskRows] = {}
     for task in tasks:

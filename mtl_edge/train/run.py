@@ -50,12 +50,13 @@ def test_metrics(model, data: TaskData) -> dict[str, dict]:
 
 
 def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, single: bool = False,
-              resume: bool = False, workers: int = 2, threads: int = 1) -> RunResult:
+              resume: bool = False, workers: int = 2, threads: int = 1, processes: int = 2) -> RunResult:
     """Train (or resume) a run and write its metrics; see the module docstring for the layout.
 
     ``threads``: torch intra-op threads. The DNN is small: one thread is the fastest (several
     threads spend more on synchronisation than on arithmetic), and a fixed count keeps runs
-    bit-for-bit repeatable.
+    bit-for-bit repeatable. ``processes``: models trained at the same time (each in its own
+    process; the result is identical to training them one after another).
     """
     import torch
 
@@ -83,17 +84,16 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     atomic.write_json(config_path, config, sort_keys=False)
 
     jobs = [("multi", tasks, out / "multi")] + ([(t, [t], out / "single" / t) for t in tasks] if single else [])
-    models = {}
-    with progress_bar() as bar:
-        for name, job_tasks, folder in jobs:
-            done = folder / "model.pt"
-            if resume and done.exists():
-                from mtl_edge.train.checkpoint import load_checkpoint
+    from mtl_edge.train.checkpoint import load_checkpoint
 
-                models[name], _ = load_checkpoint(done)
-                continue
-            result = fit(data.subset(job_tasks), cfg, folder, resume=resume, progress=bar, label=name)
-            models[name] = result.model
+    todo = [job for job in jobs if not (resume and (job[2] / "model.pt").exists())]
+    with progress_bar() as bar:
+        if processes > 1 and len(todo) > 1:
+            _fit_in_processes(todo, corpus, cfg, resume, threads, processes, bar)
+        else:
+            for name, job_tasks, folder in todo:
+                fit(data.subset(job_tasks), cfg, folder, resume=resume, progress=bar, label=name)
+    models = {name: load_checkpoint(folder / "model.pt")[0] for name, _, folder in jobs}
 
     multi = test_metrics(models["multi"], data)
     metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {}}
@@ -106,6 +106,59 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
         metrics["tasks"][task] = entry
     atomic.write_json(out / "metrics.json", metrics, sort_keys=False)  # tasks in the order given
     return RunResult(out, metrics)
+
+
+class _QueueProgress:
+    """Stands in for a rich Progress inside a worker process: forwards updates to the parent."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def add_task(self, description, total=None, completed=0):
+        self.queue.put(("add", description, description, total, completed))
+        return description
+
+    def update(self, task, completed=None, description=None):
+        self.queue.put(("update", task, description, None, completed))
+
+
+def _fit_job(job, corpus, cfg_json, resume, threads, queue) -> str:
+    import torch
+
+    from mtl_edge.features.logmel import FeatureConfig
+
+    torch.set_num_threads(threads)
+    name, job_tasks, folder = job
+    data = load_task_data(corpus, job_tasks, FeatureConfig(), workers=1, progress=False)
+    fit(data, TrainConfig.from_json(cfg_json), folder, resume=resume, progress=_QueueProgress(queue), label=name)
+    return name
+
+
+def _fit_in_processes(jobs, corpus, cfg: TrainConfig, resume: bool, threads: int, processes: int, bar) -> None:
+    """Train several models at once; their per-epoch progress reaches the parent's bars via a queue."""
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        updates = manager.Queue()
+        futures = [pool.submit(_fit_job, job, str(corpus), cfg.to_json(), resume, threads, updates) for job in jobs]
+        bars: dict[str, int] = {}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            while True:
+                try:
+                    kind, key, description, total, completed = updates.get_nowait()
+                except queue_module.Empty:
+                    break
+                if kind == "add":
+                    bars[key] = bar.add_task(description, total=total, completed=completed)
+                else:
+                    bar.update(bars[key], completed=completed, **({"description": description} if description else {}))
+            for future in done:
+                future.result()  # re-raises a worker's MtlEdgeError here
 
 
 def render_metrics(metrics: dict, console=None) -> None:

@@ -1,0 +1,229 @@
+"""The benchmark harness on a real tiny export: real onnxruntime and LiteRT runners in their own processes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtl_edge.bench import bench, latency_stats, load_device, read_lines
+from mtl_edge.bench.devices import transport_for
+from mtl_edge.errors import MtlEdgeError
+
+pytestmark = pytest.mark.slow
+
+TASKS = ["kws", "speaker", "scene", "instrument"]
+QUICK = dict(min_runs=20, min_secs=0.02, max_secs=2.0, warmup=2, progress=False)
+FIELDS = ("device", "machine", "emulated", "runtime", "runtime_version", "threads", "artefact_sha256", "format",
+          "precision", "tasks", "init_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
+          "max_ms", "window_p50_ms", "peak_rss_mb", "rss_after_import_mb", "delta_rss_mb", "model_bytes",
+          "temperature_c", "cpu_model", "cpu_governor", "cpu_freq_mhz", "runs", "mode")
+
+
+@pytest.fixture(scope="module")
+def export_dir(demo_corpus, tmp_path_factory):
+    from mtl_edge.export import export_run
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import TrainConfig
+
+    run = tmp_path_factory.mktemp("bench") / "run"
+    train_run(demo_corpus, TASKS, run, TrainConfig(hidden=(128, 128, 128), epochs=2), single=True)
+    return export_run(run, allow_degraded=True, latency_runs=10, precisions=("fp32",),
+                      progress=False).folder
+
+
+@pytest.fixture(scope="module")
+def benched(export_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    out = bench(export_dir, "desktop", runtime="onnxruntime,litert", precisions="fp32", compare="single",
+                results=results, **QUICK)
+    return out, results
+
+
+def _copy(export_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "export"
+    shutil.copytree(export_dir, dst)
+    return dst
+
+
+def test_measurement_lines_have_the_fields_and_sane_values(benched, export_dir):
+    out, results = benched
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    by_sha = {a["sha256"]: a for a in manifest["artefacts"]}
+    assert sorted(p.name for p in results.glob("*.jsonl")) == ["desktop-litert.jsonl", "desktop-onnxruntime.jsonl"]
+    lines = [m for f in out.results for m in read_lines(f) if m["kind"] == "measurement"]
+    assert len(lines) == 2 * (1 + len(TASKS) + 1)  # per runtime: multi, 4 singles alone, singles co-resident
+    for m in lines:
+        assert all(k in m for k in FIELDS), [k for k in FIELDS if k not in m]
+        assert m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"] and m["min_ms"] <= m["p50_ms"]
+        assert m["runs"] >= QUICK["min_runs"] and len(m["latencies_ms"]) == min(m["runs"], 2000)
+        assert m["peak_rss_mb"] >= m["rss_after_import_mb"] > 0 and m["delta_rss_mb"] >= 0
+        assert m["init_ms"] > 0 and m["first_ms"] > 0 and m["hwm_reset"] is True
+        assert m["device"] == "desktop" and m["machine"] and m["emulated"] is False and m["precision"] == "fp32"
+        shas = m["artefact_sha256"].split("+")
+        assert all(s in by_sha for s in shas)
+        assert m["model_bytes"] == sum(by_sha[s]["bytes"] for s in shas)
+        assert m["format"] == ("onnx" if m["runtime"] == "onnxruntime" else "tflite")
+        stats = latency_stats(m["latencies_ms"])
+        assert stats["p50_ms"] == pytest.approx(m["p50_ms"], abs=1e-4)
+    co = [m for m in lines if m["mode"] == "coresident"]
+    assert len(co) == 2 and all(len(m["members"]) == len(TASKS) and sorted(m["tasks"]) == sorted(TASKS) for m in co)
+
+
+def test_compare_line_is_computed_from_the_measurements(benched, export_dir):
+    out, _ = benched
+    assert len(out.compares) == 2
+    for c in out.compares:
+        ms = [m for m in out.measurements if m["runtime"] == c["runtime"]]
+        multi = next(m for m in ms if m["model"] == "multi")
+        singles = [m for m in ms if m["mode"] == "alone" and m["model"].startswith("single:")]
+        co = next(m for m in ms if m["mode"] == "coresident")
+        assert c["runtime_ratio"] == pytest.approx(multi["p50_ms"] / sum(s["p50_ms"] for s in singles), rel=1e-3)
+        assert c["runtime_ratio_coresident"] == pytest.approx(multi["p50_ms"] / co["p50_ms"], rel=1e-3)
+        assert c["memory_ratio"] == pytest.approx(multi["delta_rss_mb"] / sum(s["delta_rss_mb"] for s in singles),
+                                                  rel=1e-3)
+        assert c["memory_ratio_peak"] == pytest.approx(multi["peak_rss_mb"] / sum(s["peak_rss_mb"] for s in singles),
+                                                       rel=1e-3)
+        assert 0 < c["runtime_ratio"] and 0 < c["memory_ratio"] < 1  # one runtime baseline, not four
+        manifest = json.loads((export_dir / "manifest.json").read_text())
+        entry = next(a for a in manifest["artefacts"] if a["model"] == "multi" and a["format"] == multi["format"]
+                     and a["precision"] == "fp32")
+        for t in TASKS:
+            assert c[f"accuracy_multi_{t}"] == entry["verification"]["tasks"][t]["accuracy"]
+            assert f"accuracy_single_{t}" in c
+        fe = c["frontend_p50_ms"]
+        if fe is not None:  # the front-end counted once per model
+            n = len(singles)
+            assert c["runtime_ratio_with_frontend"] == pytest.approx(
+                (multi["p50_ms"] + fe) / (sum(s["p50_ms"] for s in singles) + n * fe), rel=1e-3)
+
+
+def test_resume_skips_what_is_already_written(benched, export_dir, tmp_path):
+    _, results = benched
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    before = (copy / "desktop-onnxruntime.jsonl").read_bytes()
+    again = bench(export_dir, "desktop", runtime="onnxruntime", precisions="fp32", compare="single", results=copy,
+                  resume=True, **QUICK)
+    assert again.measurements == [] and again.compares == [] and again.skipped == 1 + len(TASKS) + 1 + 1
+    assert (copy / "desktop-onnxruntime.jsonl").read_bytes() == before
+    # other settings are other measurements
+    more = bench(export_dir, "desktop", runtime="onnxruntime", precisions="fp32", results=copy, resume=True,
+                 **{**QUICK, "min_runs": 21})
+    assert len(more.measurements) == 1 + len(TASKS) and more.skipped == 0
+
+
+def test_a_tampered_artefact_is_refused_and_earlier_lines_are_kept(export_dir, tmp_path):
+    export = _copy(export_dir, tmp_path)
+    victim = export / "onnx" / "single-scene.fp32.onnx"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    results = tmp_path / "results"
+    with pytest.raises(MtlEdgeError, match=r"single-scene\.fp32\.onnx.*does not match the manifest.*sha256"):
+        bench(export, "desktop", runtime="onnxruntime", precisions="fp32", results=results, **QUICK)
+    kept = read_lines(results / "desktop-onnxruntime.jsonl")
+    assert [m["model"] for m in kept] == ["multi", "single:kws", "single:speaker"]
+
+
+def test_a_missing_artefact_is_named(export_dir, tmp_path):
+    export = _copy(export_dir, tmp_path)
+    (export / "tflite" / "multi.fp32.tflite").unlink()
+    with pytest.raises(MtlEdgeError, match=r"multi\.fp32\.tflite.*missing"):
+        bench(export, "desktop", runtime="litert", precisions="fp32", results=tmp_path / "r", **QUICK)
+
+
+def test_a_hanging_runner_times_out_with_the_artefact_and_step(export_dir, tmp_path):
+    with pytest.raises(MtlEdgeError, match=r"multi\.fp32\.onnx.*timed out after 4 s at step '(import|load|first|"
+                                           r"warmup|measure)"):
+        bench(export_dir, "desktop", runtime="onnxruntime", precisions="fp32", results=tmp_path / "r", timeout=4,
+              **{**QUICK, "min_secs": 60.0, "max_secs": 60.0})
+
+
+def _device(tmp_path: Path, python: str) -> Path:
+    profile = tmp_path / "box.toml"
+    profile.write_text(f'transport = "local"\nworkdir = "{tmp_path / "work"}"\npython = "{python}"\n'
+                       'cpu_affinity = ""\nthreads = 1\n')
+    return profile
+
+
+def test_a_crashing_runner_reports_its_error_output(export_dir, tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'STEP load multi' >&2\necho 'Fatal Python error: Segmentation fault' >&2\n"
+                    "exit 139\n")
+    fake.chmod(0o755)
+    with pytest.raises(MtlEdgeError, match=r"multi\.fp32\.onnx.*failed at step 'load multi' \(exit code 139\).*"
+                                           r"Segmentation fault"):
+        bench(export_dir, _device(tmp_path, str(fake)), runtime="onnxruntime", precisions="fp32",
+              results=tmp_path / "r", **QUICK)
+
+
+def test_a_runtime_that_is_not_installed_is_named(export_dir, tmp_path):
+    bare = tmp_path / "python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")  # no site-packages: no numpy, no runtime
+    bare.chmod(0o755)
+    with pytest.raises(MtlEdgeError, match=r"multi\.fp32\.onnx.*not installed"):
+        bench(export_dir, _device(tmp_path, str(bare)), runtime="onnxruntime", precisions="fp32",
+              results=tmp_path / "r", **QUICK)
+
+
+def test_device_profiles(tmp_path):
+    desktop = load_device("desktop")
+    assert desktop.transport == "local" and desktop.threads >= 1
+    with pytest.raises(MtlEdgeError, match="unknown device profile 'nosuch'.*desktop"):
+        load_device("nosuch")
+    for name, issue in (("pi4", "issue 6"), ("android", "issue 7")):
+        device = load_device(name)
+        assert device.template
+        with pytest.raises(MtlEdgeError, match=f"transport .* comes with {issue}"):
+            transport_for(device)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("transport = [\n")
+    with pytest.raises(MtlEdgeError, match="not a valid TOML"):
+        load_device(bad)
+
+
+def test_bad_requests_are_refused(export_dir):
+    with pytest.raises(MtlEdgeError, match="unknown runtime"):
+        bench(export_dir, runtime="tensorrt", **QUICK)
+    with pytest.raises(MtlEdgeError, match="unknown precision"):
+        bench(export_dir, precisions="fp8", **QUICK)
+    with pytest.raises(MtlEdgeError, match="no onnx artefacts of precision int8"):
+        bench(export_dir, precisions="int8", **QUICK)
+
+
+def test_the_runner_imports_only_numpy_and_the_runtimes():
+    from mtl_edge.bench import runner
+
+    tree = ast.parse(Path(runner.__file__).read_text())
+    modules = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+               for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+               for a in (n.names if isinstance(n, ast.Import) else [n])}
+    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert"}
+
+
+def test_latency_stats_match_numpy():
+    x = np.random.default_rng(0).gamma(2.0, 1.0, 1000)
+    s = latency_stats(x)
+    assert s["p99_ms"] == pytest.approx(np.percentile(x, 99)) and s["std_ms"] == pytest.approx(x.std(ddof=1))
+    assert s["window_p50_ms"] == pytest.approx(np.median([np.median(c) for c in np.array_split(x, 10)]))
+
+
+def test_report_renders_markdown_and_png(benched, tmp_path):
+    from mtl_edge.report import render_report
+
+    _, results = benched
+    report = render_report([results], tmp_path / "report")
+    text = report.markdown.read_text()
+    assert "runtime_ratio" in text and "memory_ratio" in text and "AMD" in text or "cpu_model" in text
+    assert report.compares == 2 and report.measurements == 12
+    assert {p.name for p in report.images} == {"latency.png", "compare.png", "pareto.png"}
+    for p in report.images:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    with pytest.raises(MtlEdgeError, match="no results files"):
+        render_report([tmp_path / "report"], tmp_path / "r2")
