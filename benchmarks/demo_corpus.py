@@ -16,18 +16,9 @@ import time
 from pathlib import Path
 
 from mtl_edge import atomic
+from mtl_edge.bench.harness import local_environment
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.data.describe import describe_corpus
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -63,8 +54,8 @@ def main() -> None:
         "clips_per_s": round(result.clips / build_wall_s, 1),
         "describe_wall_s": round(describe_wall_s, 2),
         "duplicate_audio_across_splits": report["corpus"]["duplicate_audio_across_splits"],
-        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "arch": platform.machine(),
-                    "python": platform.python_version()},
+        "machine": {**local_environment(), "arch": platform.machine(), "python": platform.python_version(),
+                    "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": "python benchmarks/demo_corpus.py " + " ".join(
             f"--{k} {v}" for k, v in (("scale", args.scale), ("seed", args.seed), ("workers", args.workers))),

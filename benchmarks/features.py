@@ -112,17 +112,11 @@ def machine() -> dict:
     import soundfile
     import soxr
 
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from mtl_edge.bench.harness import local_environment
+
     return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
+        **local_environment(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from mtl_edge import atomic
+from mtl_edge.bench.harness import local_environment
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.train.data import load_task_data
 from mtl_edge.train.models import create_model
@@ -100,7 +101,7 @@ def main() -> None:
         "trainer": {"wall_s": round(trainer_s, 3), "samples_per_s": round(trainer_samples / trainer_s, 1),
                     "includes": "per-epoch validation, resumable state save, per-batch learning curves"},
         "trainer_overhead_pct": round(100 * (trainer_s / trainer_samples) / (plain_s / plain_samples) - 100, 1),
-        "machine": {"cpu_count": os.cpu_count(), "arch": platform.machine(), "torch": torch.__version__,
+        "machine": {**local_environment(), "load_average_1m_at_end": round(os.getloadavg()[0], 2), "arch": platform.machine(), "torch": torch.__version__,
                     "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": f"python benchmarks/train_throughput.py --corpus {args.corpus} --epochs {args.epochs} --threads {args.threads}",

@@ -34,7 +34,7 @@ def export_dir(demo_corpus, tmp_path_factory):
     run = tmp_path_factory.mktemp("bench") / "run"
     train_run(demo_corpus, TASKS, run, TrainConfig(hidden=(128, 128, 128), epochs=2), single=True)
     return export_run(run, allow_degraded=True, latency_runs=10, precisions=("fp32",),
-                      progress=False).folder
+                      formats=("onnx", "tflite", "torch"), progress=False).folder
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,8 @@ def test_bad_requests_are_refused(export_dir):
         bench(export_dir, precisions="fp8", **QUICK)
     with pytest.raises(MtlEdgeError, match="no onnx artefacts of precision int8"):
         bench(export_dir, precisions="int8", **QUICK)
+    with pytest.raises(MtlEdgeError, match="no torch artefacts of precision int8"):
+        bench(export_dir, runtime="torch", precisions="int8", **QUICK)
 
 
 def test_the_runner_imports_only_numpy_and_the_runtimes():
@@ -204,7 +206,7 @@ def test_the_runner_imports_only_numpy_and_the_runtimes():
     modules = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert"}
+    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert", "torch"}
 
 
 def test_latency_stats_match_numpy():
@@ -227,3 +229,33 @@ def test_report_renders_markdown_and_png(benched, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
     with pytest.raises(MtlEdgeError, match="no results files"):
         render_report([tmp_path / "report"], tmp_path / "r2")
+
+
+def test_torch_runtime_measures_the_torchscript_artefacts(export_dir, tmp_path):
+    import torch
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    by_sha = {a["sha256"]: a for a in manifest["artefacts"]}
+    out = bench(export_dir, "desktop", runtime="torch", precisions="fp32", compare="single", results=tmp_path,
+                frontend=False, **QUICK)
+    assert out.results == [tmp_path / "desktop-torch.jsonl"]
+    lines = read_lines(out.results[0])
+    ms = [m for m in lines if m["kind"] == "measurement"]
+    assert [m["model"] for m in ms if m["mode"] == "alone"] == ["multi"] + [f"single:{t}" for t in TASKS]
+    for m in ms:
+        assert all(k in m for k in FIELDS), [k for k in FIELDS if k not in m]
+        assert m["runtime"] == "torch" and m["format"] == "torch" and m["runtime_version"] == torch.__version__.split("+")[0]
+        assert all(by_sha[s]["path"].endswith(".fp32.pt") for s in m["artefact_sha256"].split("+"))
+        assert m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"] and 0 < m["min_ms"] <= m["p50_ms"]
+        assert m["runs"] >= QUICK["min_runs"] and m["init_ms"] > 0 and m["first_ms"] > 0 and m["threads"] == 1
+        assert m["hwm_reset"] is True and m["peak_rss_mb"] >= m["rss_after_import_mb"] > 100  # torch is imported
+        assert 0 <= m["delta_rss_mb"] < m["rss_after_import_mb"]  # the import baseline is not in the delta
+    (c,) = [line for line in lines if line["kind"] == "compare"]
+    multi = next(m for m in ms if m["model"] == "multi")
+    singles = [m for m in ms if m["mode"] == "alone" and m["model"] != "multi"]
+    assert c["runtime"] == "torch" and c["format"] == "torch" and c["n_single"] == len(TASKS)
+    assert c["runtime_ratio"] == pytest.approx(multi["p50_ms"] / sum(s["p50_ms"] for s in singles), rel=1e-3)
+    assert c["memory_ratio_peak"] == pytest.approx(multi["peak_rss_mb"] / sum(s["peak_rss_mb"] for s in singles),
+                                                   rel=1e-3)
+    assert 0 < c["memory_ratio_peak"] < 1 and c["runtime_ratio_coresident"] > 0
+    assert all(c[f"accuracy_multi_{t}"] is not None and f"accuracy_single_{t}" in c for t in TASKS)

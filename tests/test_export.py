@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export import FORMATS, PRECISIONS, export_run, load_artefact, read_manifest
+from mtl_edge.export import ALL_FORMATS, FORMATS, PRECISIONS, export_run, load_artefact, read_manifest
 from mtl_edge.export.manifest import sha256_file
 from mtl_edge.export.testset import load_testset
 from mtl_edge.export.verify import verify_artefact
@@ -37,6 +37,13 @@ def run_dir(demo_corpus, tmp_path_factory):
 def exported(run_dir):
     # A 3-epoch model has near-tied logits; int8 may legitimately flip a sample, so keep such artefacts (degraded).
     return export_run(run_dir, allow_degraded=True, progress=False, latency_runs=50)
+
+
+@pytest.fixture(scope="module")
+def torch_exported(run_dir, tmp_path_factory):
+    # the torch format is not a default: its own small export of the same run (fp32 traced, the rest unsupported)
+    return export_run(run_dir, tmp_path_factory.mktemp("torch-export") / "export", formats="torch", progress=False,
+                      latency_runs=20)
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +305,74 @@ def test_an_op_the_format_cannot_take_is_a_clean_error(fmt, tmp_path):
     builder = {"onnx": onnx_export, "tflite": tflite}[fmt]
     with pytest.raises(MtlEdgeError, match=rf"{fmt} .*bessel.*failed|{fmt} .*failed.*bessel"):
         builder.build(ExportGraph(Bessel(), ["a"]), 4, "fp32", tmp_path / f"x.{fmt}", tmp_path, "bessel-model")
+
+
+_LOAD_WITHOUT_MTL_EDGE = r"""
+import json, sys
+class Block:  # any import of mtl_edge fails
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "mtl_edge":
+            raise ImportError("mtl_edge must not be needed")
+sys.meta_path.insert(0, Block())
+import numpy as np, torch
+extra = {"mtl_edge.json": ""}
+m = torch.jit.load(sys.argv[1], map_location="cpu", _extra_files=extra)
+with torch.inference_mode():
+    out = m(torch.from_numpy(np.load(sys.argv[2])))
+np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
+print(json.dumps({"keys": list(out), "meta": json.loads(extra["mtl_edge.json"]), "type": type(m).__name__,
+                  "mtl_edge": [k for k in sys.modules if k.startswith("mtl_edge")]}))
+"""
+
+
+def test_torch_format_is_torchscript_loadable_without_mtl_edge(torch_exported, testset, multi, tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    assert "torch" in ALL_FORMATS and FORMATS == ("onnx", "tflite")  # accepted, not a default
+    folder, manifest = torch_exported.folder, torch_exported.manifest
+    assert read_manifest(folder, check_files=True)["artefacts"] == manifest["artefacts"]
+    fp32 = [a for a in manifest["artefacts"] if a["precision"] == "fp32"]
+    assert [a["model"] for a in fp32] == ["multi"] + [f"single:{t}" for t in TASKS]
+    for a in fp32:
+        assert a["format"] == "torch" and a["status"] == "ok" and a["path"] == f"torch/{a['model'].replace(':', '-')}.fp32.pt"
+        assert sha256_file(folder / a["path"]) == a["sha256"] and a["bytes"] == (folder / a["path"]).stat().st_size
+        assert [o["name"] for o in a["outputs"]] == a["tasks"] and a["inputs"][0]["name"] == "features"
+        assert a["verification"]["output_order"] == a["tasks"]
+        for task in a["tasks"]:
+            e = a["verification"]["tasks"][task]
+            assert e["agreement"] == 1.0 and e["max_abs_diff"] < 1e-5 and e["accuracy"] == e["torch_accuracy"]
+        assert a["latency"]["runtime"] == "torch" and a["latency"]["median_ms"] > 0
+    path = folder / _entry(manifest, fmt="torch")["path"]
+    with zipfile.ZipFile(path) as z:  # a TorchScript archive (code + constants), not a pickled mtl_edge object
+        names = z.namelist()
+    assert any(n.endswith("code/__torch__.py") or "/code/" in n for n in names)
+    np.save(tmp_path / "x.npy", testset.features)
+    proc = subprocess.run([sys.executable, "-c", _LOAD_WITHOUT_MTL_EDGE, str(path), str(tmp_path / "x.npy"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["keys"] == TASKS and info["meta"]["outputs"] == TASKS and info["mtl_edge"] == []
+    assert info["type"] == "RecursiveScriptModule"
+    reference = predict(multi, testset.features)
+    with np.load(tmp_path / "out.npz") as got:
+        for task in TASKS:
+            np.testing.assert_allclose(got[task], reference[task], atol=1e-5)
+    out = load_artefact(_entry(manifest, fmt="torch"), folder)(testset.features[:7])  # any batch size
+    assert list(out) == TASKS and out["kws"].shape == reference["kws"][:7].shape
+
+
+def test_torch_format_other_precisions_are_unsupported_not_faked(torch_exported):
+    folder, manifest = torch_exported.folder, torch_exported.manifest
+    others = [a for a in manifest["artefacts"] if a["precision"] != "fp32"]
+    assert {(a["model"], a["precision"]) for a in others} == {
+        (m, p) for m in ["multi"] + [f"single:{t}" for t in TASKS] for p in PRECISIONS if p != "fp32"}
+    for a in others:
+        assert a["status"] == "unsupported" and a["path"] is None and a["sha256"] is None and a["verification"] is None
+        assert "fp32 only" in a["reason"] and a["precision"] in a["reason"]
+    assert sorted(p.name for p in (folder / "torch").iterdir()) == sorted(
+        f"{m}.fp32.pt" for m in ["multi"] + [f"single-{t}" for t in TASKS])
+    with pytest.raises(MtlEdgeError, match="unsupported.*fp32 only"):
+        load_artefact(_entry(manifest, fmt="torch", precision="int8"), folder)
+    assert "torch/multi.fp32.pt | multi | torch | fp32 | ok |" in (folder / "verification.md").read_text()

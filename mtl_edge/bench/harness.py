@@ -1,7 +1,7 @@
 """The benchmark harness: runs the runner (``runner.py``) on a device, checks artefacts, writes result lines.
 
 ``bench(EXPORT)`` measures every artefact of one runtime (onnxruntime: the ONNX artefacts, litert:
-the TFLite ones) listed in the export's ``manifest.json``, on the real test clips of its
+the TFLite ones, torch: the TorchScript ones of an export made with ``--format ...,torch``) listed in the export's ``manifest.json``, on the real test clips of its
 ``testset.npz``, each in its own runner process. ``compare="single"`` adds, per precision, the N
 single-task models loaded together in one process (co-resident, run back to back on the same clip)
 and a ``compare`` line: the Georgiev et al. ratios of the multi-task model against the sum of the
@@ -33,8 +33,8 @@ from mtl_edge.errors import MtlEdgeError
 from mtl_edge.export.manifest import entries, read_manifest, sha256_file
 
 SCHEMA = 1
-RUNTIMES = {"onnxruntime": "onnx", "litert": "tflite"}
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert"}
+RUNTIMES = {"onnxruntime": "onnx", "litert": "tflite", "torch": "torch"}
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "torch": "torch"}
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 SETTINGS = ("threads", "cpu_affinity", "warmup_runs", "min_runs", "min_secs", "max_secs")
 DEFAULT_MIN_RUNS = 100
@@ -228,10 +228,8 @@ def _runtime_list(runtime, device: Device) -> list[str]:
     names = [r.strip() for r in runtime.split(",")] if isinstance(runtime, str) else list(runtime)
     out = []
     for r in names:
-        r = {"tflite": "litert", "ai-edge-litert": "litert", "ort": "onnxruntime"}.get(r, r)
-        if r == "torch":
-            raise MtlEdgeError("runtime 'torch' is not benchmarked yet (exports hold ONNX and TFLite artefacts); "
-                               "use onnxruntime or litert")
+        r = {"tflite": "litert", "ai-edge-litert": "litert", "ort": "onnxruntime", "pytorch": "torch",
+             "torchscript": "torch"}.get(r, r)
         if r not in RUNTIMES:
             raise MtlEdgeError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
         out.append(r)
@@ -258,7 +256,7 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
           timeout: float | None = None, frontend: bool = True, progress: bool = True) -> BenchResult:
     """Benchmark the artefacts of ``export_dir`` on ``device``; see the module docstring.
 
-    ``runtime``: "onnxruntime", "litert" or both comma-separated (default: the device profile's);
+    ``runtime``: "onnxruntime", "litert", "torch" or several comma-separated (default: the device profile's);
     ``precisions``: a subset of fp32, fp16, int8-dynamic, int8 (default: all in the export);
     ``compare="single"``: the Georgiev comparison; ``timeout``: seconds per runner process (default
     from ``max_secs``); ``frontend``: with ``compare``, also measure the feature front-end once.
@@ -306,8 +304,9 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
         present = list(dict.fromkeys(a["precision"] for a in available))
         chosen = [p for p in (wanted or PRECISIONS) if p in present]
         if not chosen:
+            hint = " (export with --format onnx,tflite,torch to get them)" if fmt == "torch" and not present else ""
             raise MtlEdgeError(f"{export}: no {fmt} artefacts{' of precision ' + ','.join(wanted) if wanted else ''} "
-                               f"for runtime {rt} in the manifest")
+                               f"for runtime {rt} in the manifest{hint}")
         settings = {"device": dev.name, "runtime": rt, "threads": threads, "cpu_affinity": dev.cpu_affinity,
                     "warmup_runs": warmup, "min_runs": min_runs, "min_secs": float(min_secs),
                     "max_secs": float(max_secs)}

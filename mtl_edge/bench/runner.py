@@ -7,7 +7,7 @@ run there by a transport. Usage::
 
 The job (JSON)::
 
-    {"runtime": "onnxruntime" | "litert",
+    {"runtime": "onnxruntime" | "litert" | "torch",
      "artefacts": [{"name": "multi", "path": "/abs/multi.fp32.onnx"}, ...],   # several = co-resident
      "features": "/abs/features.npy",        # float32 [N, F]: real test clips, one row per inference
      "threads": 1, "warmup": 10, "min_runs": 50, "min_secs": 1.0, "max_secs": 10.0, "windows": 10}
@@ -25,7 +25,10 @@ What it does, as TFLite's benchmark_model and onnxruntime_perf_test do:
 4. ``VmHWM`` (the process's own peak since the reset) and ``VmRSS`` at the end.
 
 TFLite artefacts run through the signature runner by input/output name; a quantised input is
-quantised before the clock starts (the graph's own cost is measured). Progress goes to stderr as
+quantised before the clock starts (the graph's own cost is measured). TorchScript artefacts (runtime
+``torch``) are loaded with ``torch.jit.load`` on the CPU, with ``torch.set_num_threads(threads)``, one
+inter-op thread and autograd off for the whole process; the numpy row is wrapped by
+``torch.from_numpy`` (no copy) before the clock starts. Progress goes to stderr as
 ``STEP <step> <artefact>`` lines (the harness names the step of a hang or crash from them); the result
 is one JSON object on stdout followed by the line ``MTL-EDGE-RUNNER-END``. The process's own
 ``/proc/self/status`` is read; ``ru_maxrss`` is never used.
@@ -126,6 +129,35 @@ def _litert_loader(threads: int):
     return load, runtime_version
 
 
+def _torch_loader(threads: int):
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set (only possible before any parallel work)
+        pass
+    torch.set_grad_enabled(False)  # the process only runs inference
+
+    def load(path: str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+            module = torch.jit.load(path, map_location="cpu")
+        module.eval()
+
+        def prepare(row):
+            return torch.from_numpy(row)
+
+        def call(feed):
+            return module(feed)
+
+        return prepare, call
+
+    return load, torch.__version__.split("+")[0]
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     """numpy's default (linear interpolation) percentile of an already sorted list."""
     if not sorted_values:
@@ -153,8 +185,10 @@ def run_job(job: dict) -> dict:
         loader, runtime_version = _onnx_loader(threads)
     elif runtime == "litert":
         loader, runtime_version = _litert_loader(threads)
+    elif runtime == "torch":
+        loader, runtime_version = _torch_loader(threads)
     else:
-        raise ValueError(f"unknown runtime {runtime!r} (onnxruntime or litert)")
+        raise ValueError(f"unknown runtime {runtime!r} (onnxruntime, litert or torch)")
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     hwm_reset = _reset_hwm()
     after_import = _status_kb()

@@ -6,6 +6,9 @@ complete, so an interrupted export leaves the previous folder or nothing):
 - ``onnx/<model>.<precision>.onnx`` and ``tflite/<model>.<precision>.tflite`` for the multi-task model
   (``multi``) and every single-task baseline (``single-<task>``): input ``features`` [batch, F]
   float32, one logits output per task named as the task, in the checkpoint's task order;
+- with ``formats`` including ``torch`` (not a default): ``torch/<model>.fp32.pt``, a TorchScript module
+  whose ``forward(features)`` returns ``{task: logits}`` in task order (other precisions are recorded
+  as unsupported; see ``mtl_edge.export.torchscript``);
 - ``testset.npz``: the test split the artefacts were verified on (see ``mtl_edge.export.testset``);
 - ``calibration_indices.json``: the training rows static int8 was calibrated on;
 - ``verification.md`` / ``verification.json``: agreement with PyTorch, accuracies, logit differences,
@@ -35,9 +38,11 @@ from mtl_edge.export.manifest import FORMAT, MANIFEST, VERSION, read_manifest, s
 from mtl_edge.export.runtime import load_artefact, measure_latency
 from mtl_edge.export.verify import DEFAULT_THRESHOLDS, resolve_thresholds
 
-__all__ = ["FORMATS", "PRECISIONS", "ExportResult", "export_run", "load_artefact", "read_manifest", "DEFAULT_THRESHOLDS"]
+__all__ = ["ALL_FORMATS", "FORMATS", "PRECISIONS", "ExportResult", "export_run", "load_artefact", "read_manifest", "DEFAULT_THRESHOLDS"]
 
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite")  # the default
+ALL_FORMATS = ("onnx", "tflite", "torch")  # accepted by export_run(formats=...)
+_LATENCY_RUNTIME = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "torch": "torch"}
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 TESTSET = "testset.npz"
 CALIBRATION = "calibration_indices.json"
@@ -182,6 +187,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     """
     from mtl_edge.export import onnx as onnx_export
     from mtl_edge.export import tflite as tflite_export
+    from mtl_edge.export import torchscript as torch_export
     from mtl_edge.export.graph import export_graph, parameter_count
     from mtl_edge.export.plot import pareto_plot
     from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
@@ -192,7 +198,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     from mtl_edge.train.data import load_task_data
     from mtl_edge.train.trainer import predict
 
-    formats = _parse(formats, FORMATS, "format")
+    formats = _parse(formats, ALL_FORMATS, "format")
     precisions = _parse(precisions, PRECISIONS, "precision")
     limits = resolve_thresholds(thresholds)
     run = Path(run)
@@ -219,7 +225,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     table = prepare_features(corpus, feature_config, workers=workers)
     testset = build_testset(data, list(table.paths))
     calibration = {s.label: calibration_rows(data, s.tasks, calibration_size, seed) for s in sources}
-    builders = {"onnx": onnx_export, "tflite": tflite_export}
+    builders = {"onnx": onnx_export, "tflite": tflite_export, "torch": torch_export}
     jobs = [(s, fmt, prec) for s in sources for fmt in formats for prec in precisions]
 
     artefacts: list[dict] = []
@@ -287,6 +293,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
 def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder: Path, work: Path, testset,
          reference: dict, calibration: np.ndarray, per_channel: bool, limits: dict, allow_degraded: bool,
          latency_runs: int, parameters: int, verify_artefact) -> dict:
+    import torch as torch_module
+
     from mtl_edge.export.runtime import runners
     from mtl_edge.export.tflite import Unsupported
 
@@ -305,12 +313,17 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
                 "quantization": None, "inputs": None, "outputs": None, "verification": None, "latency": None}
     if prec == "int8":
         details["quantization"]["calibration"] = {"file": CALIBRATION, "model": s.label, "rows": len(calibration)}
-    record = verify_artefact(fmt, target, reference, testset, s.tasks, prec, limits, allow_degraded,
-                             artefact=f"{rel} ({s.label}, {fmt} {prec})")
-    _, call = runners(fmt, target, threads=1)
-    latency = measure_latency(call, testset.features[0], runs=latency_runs)
+    torch_threads = torch_module.get_num_threads() if fmt == "torch" else None  # the torch runner sets them
+    try:
+        record = verify_artefact(fmt, target, reference, testset, s.tasks, prec, limits, allow_degraded,
+                                 artefact=f"{rel} ({s.label}, {fmt} {prec})")
+        _, call = runners(fmt, target, threads=1)
+        latency = measure_latency(call, testset.features[0], runs=latency_runs)
+    finally:
+        if torch_threads is not None and torch_module.get_num_threads() != torch_threads:
+            torch_module.set_num_threads(torch_threads)
     status = record.pop("status")
     problems = record.pop("problems")
     return {**entry, "sha256": sha256_file(target), "bytes": target.stat().st_size, **details,
             "status": status, "reason": "; ".join(problems) if problems else None,
-            "verification": record, "latency": {"runtime": "onnxruntime" if fmt == "onnx" else "ai-edge-litert", **latency}}
+            "verification": record, "latency": {"runtime": _LATENCY_RUNTIME[fmt], **latency}}

@@ -7,7 +7,7 @@ from pathlib import Path
 from mtl_edge import atomic
 
 _COLORS = {"fp32": "tab:blue", "fp16": "tab:green", "int8-dynamic": "tab:orange", "int8": "tab:red"}
-_MARKERS = {"onnx": "o", "tflite": "s"}
+_MARKERS = {"onnx": "o", "tflite": "s", "torch": "^"}
 
 
 def _points(artefacts: list[dict], tasks: list[str]):

@@ -1,8 +1,10 @@
-"""Run an exported artefact with its real runtime: onnxruntime or the LiteRT interpreter.
+"""Run an exported artefact with its real runtime: onnxruntime, the LiteRT interpreter or TorchScript.
 
 ``load_artefact(entry, folder)`` takes a manifest entry and returns ``fn(features) -> {task: logits}``
 for a float32 [N, F] matrix (any N; a batch-1 TFLite graph is run row by row). TFLite artefacts are
-run through the signature runner by output *name*, never by output index.
+run through the signature runner by output *name*, never by output index. TorchScript artefacts
+(format ``torch``) are loaded with ``torch.jit.load`` and return their ``{task: logits}`` dict; their
+``threads`` sets PyTorch's process-wide intra-op thread count (``torch.set_num_threads``).
 """
 
 from __future__ import annotations
@@ -76,12 +78,33 @@ def tflite_runner(path: str | Path, threads: int = 1, signature: str = "serving_
     return run, call
 
 
+def torch_runner(path: str | Path, threads: int = 1) -> tuple[Runner, Runner]:
+    """(batch runner, single-call runner) over a TorchScript module; sets torch's (process-wide) thread count."""
+    import torch
+
+    from mtl_edge.export.torchscript import load
+
+    module, _ = load(path)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+    def run(features: np.ndarray) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        with torch.inference_mode():
+            out = module(x)
+        return {k: v.numpy() for k, v in out.items()}
+
+    return run, run
+
+
 def runners(fmt: str, path: str | Path, threads: int = 1) -> tuple[Runner, Runner]:
     if fmt == "onnx":
         return onnx_runner(path, threads)
     if fmt == "tflite":
         return tflite_runner(path, threads)
-    raise MtlEdgeError(f"unknown artefact format {fmt!r} (onnx or tflite)")
+    if fmt == "torch":
+        return torch_runner(path, threads)
+    raise MtlEdgeError(f"unknown artefact format {fmt!r} (onnx, tflite or torch)")
 
 
 def load_artefact(entry: dict, folder: str | Path, threads: int = 1) -> Runner:

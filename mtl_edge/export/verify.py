@@ -110,6 +110,10 @@ def output_names(fmt: str, path) -> list[str]:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         return [o.name for o in ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_outputs()]
+    if fmt == "torch":
+        from mtl_edge.export.torchscript import describe as describe_torch
+
+        return [o["name"] for o in describe_torch(path)["outputs"]]
     from mtl_edge.export.tflite import describe
 
     return [o["name"] for o in describe(path)["outputs"]]
