@@ -235,7 +235,7 @@ def evaluate(
 @cli_command
 def export(
     run: Annotated[Path, typer.Argument(help="A finished training run folder.")],
-    formats: Annotated[str, typer.Option("--format", help="Comma-separated formats: onnx, tflite.")] = "onnx,tflite",
+    formats: Annotated[str, typer.Option("--format", help="Comma-separated formats: onnx, tflite, torch (TorchScript, fp32 only).")] = "onnx,tflite",
     quantize: Annotated[str, typer.Option("--quantize", help="Comma-separated precisions: fp32, fp16, int8-dynamic, int8 (static).")] = "fp32,fp16,int8-dynamic,int8",
     per_tensor: Annotated[bool, typer.Option("--per-tensor", help="Static int8 with one scale per tensor (default: per channel).")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Export folder (default: RUN/export).")] = None,
@@ -260,7 +260,7 @@ def export(
 def bench(
     export_dir: Annotated[Path, typer.Argument(help="An export folder (with manifest.json and testset.npz).")],
     device: Annotated[str, typer.Option("--device", help="desktop, pi4, android or the path of a device profile (TOML).")] = "desktop",
-    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime, litert or both comma-separated (default: the device's).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime, litert, torch or several comma-separated (default: the device's).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Runtime threads (default: the device's).")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="Comma-separated subset of fp32, fp16, int8-dynamic, int8 (default: all exported).")] = None,
     compare: Annotated[Optional[str], typer.Option("--compare", help="single: the multi-task model against the sum of the single-task models.")] = None,

@@ -176,7 +176,7 @@ def render_metrics(metrics: dict, console=None) -> None:
         table.add_column(f"{side} acc", justify="right")
         table.add_column(f"{side} macro-F1", justify="right")
     for task, entry in metrics["tasks"].items():
-        cells = [task, str(entry.get("test_samples", ""))]
+        cells = [task, str(entry.get("test_samples", entry.get("samples", "")))]
         for side in (["single", "multi", "delta"] if has_single else ["multi"]):
             for metric in ("accuracy", "macro_f1"):
                 value = entry[side][metric]
