@@ -114,7 +114,7 @@ def main() -> int:
         parameters[label] = a["parameters"] if a else None
     result = {
         "benchmark": "georgiev",
-        "export": str(args.export.resolve()),
+        "export": str(args.export),  # as given: no path of this machine in committed results
         "results": [str(p) for p in res.results],
         "tasks": tasks,
         "parameters": parameters,

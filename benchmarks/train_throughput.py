@@ -72,8 +72,8 @@ def main() -> None:
     build_demo(DemoConfig(scale=args.scale), args.corpus)
     tasks = args.tasks.split(",")
     data = load_task_data(args.corpus, tasks)
-    # patience above the epoch count: both sides run every epoch
-    cfg = TrainConfig(epochs=args.epochs, patience=args.epochs + 1)
+    # patience above the epoch count: both sides run every epoch; no mixup, which the plain loop lacks
+    cfg = TrainConfig(epochs=args.epochs, patience=args.epochs + 1, mixup=0.0)
     n_samples = len(data.samples("train")[0])
 
     plain_loop(data, TrainConfig(epochs=1))  # warm-up: allocator, caches, lazy torch initialisation
@@ -97,6 +97,7 @@ def main() -> None:
         "repeats_best_of": args.repeats,
         "batch_size": cfg.batch_size,
         "hidden": list(cfg.hidden),
+        "mixup": cfg.mixup,
         "plain_loop": {"wall_s": round(plain_s, 3), "samples_per_s": round(plain_samples / plain_s, 1)},
         "trainer": {"wall_s": round(trainer_s, 3), "samples_per_s": round(trainer_samples / trainer_s, 1),
                     "includes": "per-epoch validation, resumable state save, per-batch learning curves"},
