@@ -183,10 +183,3 @@ def render_metrics(metrics: dict, console=None) -> None:
                 cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
         table.add_row(*cells)
     console.print(table)
-
-
-def load_metrics(run: str | Path) -> dict:
-    path = Path(run) / "metrics.json"
-    if not path.is_file():
-        raise MtlEdgeError(f"{run}: no metrics.json (not a finished run)")
-    return json.loads(path.read_text())

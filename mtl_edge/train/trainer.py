@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -237,7 +236,3 @@ def _write_curves(path: Path, curves: list) -> None:
     for epoch, batch, task, loss, count in curves:
         writer.writerow([epoch + 1, batch + 1, task, f"{loss:.6f}", count])
     atomic.write_text(path, buf.getvalue())
-
-
-def read_history(folder: str | Path) -> dict:
-    return json.loads((Path(folder) / "history.json").read_text())
