@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from mtl_edge import atomic
-from mtl_edge.bench.harness import local_environment
+from mtl_edge.bench.environment import local_environment
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.data.describe import describe_corpus
 

@@ -107,7 +107,7 @@ def machine() -> dict:
     import soundfile
     import soxr
 
-    from mtl_edge.bench.harness import local_environment
+    from mtl_edge.bench.environment import local_environment
 
     return {
         **local_environment(),

@@ -54,7 +54,7 @@ def main() -> int:
     import onnxruntime
 
     from mtl_edge.bench import bench, load_device
-    from mtl_edge.bench.harness import local_environment
+    from mtl_edge.bench.environment import local_environment
     from mtl_edge.export.manifest import entries, read_manifest
 
     manifest = read_manifest(args.export)

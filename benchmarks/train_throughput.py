@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mtl_edge import atomic
-from mtl_edge.bench.harness import local_environment
+from mtl_edge.bench.environment import local_environment
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.train.data import load_task_data
 from mtl_edge.train.models import create_model

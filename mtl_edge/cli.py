@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from mtl_edge import __version__
+from mtl_edge.devbed.cli import app as devbed_app
 from mtl_edge.errors import MtlEdgeError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, import, describe and prepare corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(devbed_app, name="devbed")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -242,15 +244,20 @@ def export(
     models: Annotated[Optional[str], typer.Option("--models", help="multi, single (every baseline) or single:TASK, comma-separated (default: all).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an export folder that holds a different export.")] = False,
     allow_degraded: Annotated[bool, typer.Option("--allow-degraded", help="Keep artefacts that fail verification (marked degraded) instead of failing.")] = False,
+    tflite_runtime: Annotated[Optional[str], typer.Option("--tflite-runtime", help="A Python with tflite-runtime (numpy<2): also check every TFLite artefact under it.")] = None,
+    end_to_end: Annotated[bool, typer.Option("--end-to-end", help="Also export the multi-task model waveform in (front-end inside the graph: e2e-multi.*), verified on the test clips.")] = False,
 ):
     """Export a run to ONNX / TFLite at several precisions; verify every artefact on the test split."""
     from mtl_edge.export import export_run
 
     result = export_run(run, out, formats, quantize, per_tensor=per_tensor, force=force,
-                        allow_degraded=allow_degraded, models=models)
+                        allow_degraded=allow_degraded, models=models, tflite_runtime=tflite_runtime,
+                        end_to_end=end_to_end)
     verification = result.folder / "verification.md"
     if verification.is_file():
         typer.echo(verification.read_text())
+    for fmt, pick in (result.manifest.get("recommended") or {}).items():
+        typer.echo(f"recommended {fmt}: {pick.get('precision') or '-'} ({pick.get('reason')})")
     typer.echo(f"{len(result.artefacts)} artefact(s), {len(result.degraded)} degraded, "
                f"{len(result.unsupported)} unsupported -> {result.folder}")
 
@@ -260,7 +267,7 @@ def export(
 def bench(
     export_dir: Annotated[Path, typer.Argument(help="An export folder (with manifest.json and testset.npz).")],
     device: Annotated[str, typer.Option("--device", help="desktop, pi4, android or the path of a device profile (TOML).")] = "desktop",
-    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime, litert, torch or several comma-separated (default: the device's).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime, litert, tflite-runtime, torch or several comma-separated (default: the device's).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Runtime threads (default: the device's).")] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="Comma-separated subset of fp32, fp16, int8-dynamic, int8 (default: all exported).")] = None,
     compare: Annotated[Optional[str], typer.Option("--compare", help="single: the multi-task model against the sum of the single-task models.")] = None,
@@ -270,13 +277,19 @@ def bench(
     min_secs: Annotated[float, typer.Option("--min-secs", min=0.0, help="Measured seconds at least.")] = 2.0,
     max_secs: Annotated[float, typer.Option("--max-secs", min=0.01, help="Measured seconds at most (caps min-runs).")] = 20.0,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1.0, help="Seconds before a runner is declared hung.")] = None,
+    allow_disagreement: Annotated[bool, typer.Option("--allow-disagreement", help="Do not fail when an artefact answers differently on the device than here (still marked).")] = False,
 ):
-    """Measure latency and memory of exported artefacts on a device, in a separate runner process."""
+    """Measure latency and memory of exported artefacts on a device, in a separate runner process.
+
+    The device's answers on the whole test split are checked against this machine's for every artefact.
+    """
     from mtl_edge.bench.harness import bench as run_bench
 
     result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision, compare=compare,
                        results=results, resume=resume, min_runs=min_runs, min_secs=min_secs, max_secs=max_secs,
-                       timeout=timeout)
+                       timeout=timeout, allow_disagreement=allow_disagreement)
+    if any(m.get("emulated") for m in result.measurements):
+        typer.echo("NOTE: the device is EMULATED (qemu): its timings and memory are not performance figures.")
     _print_georgiev(result.compares)
     typer.echo(f"{len(result.measurements)} measurement(s), {len(result.compares)} comparison(s) written, "
                f"{result.skipped} skipped (resume) -> {', '.join(str(p) for p in result.results)}")
@@ -331,7 +344,8 @@ def demo(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ):
     """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them,
-    export them to ONNX and TFLite at every precision (verified), benchmark them on this CPU, write the report."""
+    export them to ONNX and TFLite at every precision (verified; the multi-task model also waveform in), benchmark
+    them on this CPU, write the report."""
     import time
 
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
@@ -349,7 +363,7 @@ def demo(
     from mtl_edge.export import export_run
 
     # the demo shows degraded artefacts in its table instead of stopping at the first one
-    exported = export_run(run.folder, force=True, allow_degraded=True)
+    exported = export_run(run.folder, force=True, allow_degraded=True, end_to_end=True)
     typer.echo((exported.folder / "verification.md").read_text())
     typer.echo(f"{len(exported.artefacts)} artefact(s), {len(exported.degraded)} degraded -> {exported.folder}")
     from mtl_edge.bench.harness import bench as run_bench

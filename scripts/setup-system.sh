@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages mtl-edge needs: espeak-ng + mbrola voices (recordings of real
 # speakers; in Debian's contrib and non-free components, enabled here if needed), fluidsynth with
-# the General MIDI soundfont, libsndfile, and data packages that ship real sound recordings.
+# the General MIDI soundfont, libsndfile, data packages that ship real sound recordings, and the
+# tools of the device test beds (sshd, adb, network namespaces, an arm64 Debian userland).
 # Does nothing when everything is already installed.
 set -euo pipefail
 
@@ -11,6 +12,8 @@ PACKAGES=(
   fluidsynth libfluidsynth3 fluid-soundfont-gm libsndfile1
   minetest-data etw-data lugaru-data bucklespring-data sound-theme-freedesktop
   python3-venv make
+  openssh-server openssh-client iproute2 util-linux zstd adb
+  mmdebstrap arch-test
 )
 
 missing=()
@@ -19,7 +22,43 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
-if [ ${#missing[@]} -eq 0 ]; then
+# The device test beds need qemu-user >= 10 (bookworm's 7.2 crashes in onnxruntime and ai-edge-litert).
+# On bookworm it is in bookworm-backports: that apt source is added here (same mirror as the bookworm
+# source) unless one exists. `mtl-edge devbed up` fetches the .deb with apt-get download and unpacks
+# qemu-aarch64 into its cache; nothing is installed from backports.
+bookworm_mirror() {
+  local file
+  for file in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$file" ] || continue
+    awk 'BEGIN { RS = ""; FS = "\n" }
+         { t = u = s = ""
+           for (i = 1; i <= NF; i++) { if ($i ~ /^Types:/) t = $i; if ($i ~ /^URIs:/) u = $i; if ($i ~ /^Suites:/) s = $i }
+           if (t ~ /[ \t]deb([ \t]|$)/ && s ~ /[ \t]bookworm([ \t]|$)/) { sub(/^URIs:[ \t]*/, "", u); split(u, a, /[ \t]+/); print a[1]; exit } }' "$file"
+  done
+  if [ -f /etc/apt/sources.list ]; then
+    awk '$1 == "deb" { i = 2; if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+                       if ($(i + 1) == "bookworm") { print $i; exit } }' /etc/apt/sources.list
+  fi
+}
+backports_source=()
+need_update=0
+codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
+if [ "$codename" = bookworm ]; then
+  if ! grep -qsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
+    mirror=$(bookworm_mirror | head -n 1)
+    if [ -n "$mirror" ]; then
+      backports_source=("Types: deb" "URIs: $mirror" "Suites: bookworm-backports" "Components: main")
+      [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] && backports_source+=("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg")
+      need_update=1
+    else
+      echo "setup-system: no bookworm apt source found to add bookworm-backports beside (the device test beds need its qemu-user)" >&2
+    fi
+  elif ! compgen -G '/var/lib/apt/lists/*bookworm-backports*Packages*' >/dev/null; then
+    need_update=1  # the source is there but its package list was never fetched
+  fi
+fi
+
+if [ ${#missing[@]} -eq 0 ] && [ "$need_update" -eq 0 ]; then
   exit 0
 fi
 
@@ -42,6 +81,12 @@ if [ -f /etc/apt/sources.list ] && grep -qE '^deb .* main' /etc/apt/sources.list
   "${SUDO[@]}" sed -i -E '/^deb /{/contrib/!s/ main( |$)/ main contrib non-free\1/}' /etc/apt/sources.list
 fi
 
-echo "setup-system: installing ${missing[*]}"
+if [ ${#backports_source[@]} -gt 0 ]; then
+  echo "setup-system: adding bookworm-backports (qemu-user >= 10 for the device test beds)"
+  printf '%s\n' "${backports_source[@]}" | "${SUDO[@]}" tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null
+fi
 "${SUDO[@]}" apt-get update -q
-DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-system: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

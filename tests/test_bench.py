@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtl_edge.bench import bench, latency_stats, load_device, read_lines
-from mtl_edge.bench.devices import transport_for
+from mtl_edge.bench.transports import transport_for
 from mtl_edge.errors import MtlEdgeError
 
 pytestmark = pytest.mark.slow
@@ -73,6 +73,37 @@ def test_measurement_lines_have_the_fields_and_sane_values(benched, export_dir):
         assert stats["p50_ms"] == pytest.approx(m["p50_ms"], abs=1e-4)
     co = [m for m in lines if m["mode"] == "coresident"]
     assert len(co) == 2 and all(len(m["members"]) == len(TASKS) and sorted(m["tasks"]) == sorted(TASKS) for m in co)
+
+
+def test_device_answers_are_checked_against_this_machine(benched, export_dir):
+    out, _ = benched
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    by_sha = {a["sha256"]: a for a in manifest["artefacts"]}
+    for m in out.measurements:
+        # the same artefact, the same runtime: the runner's answers are this machine's answers
+        assert m["answers_status"] == "ok" and m["answers_agreement_min"] == 1.0
+        for sha, task in ((s, t) for s in m["artefact_sha256"].split("+") for t in by_sha[s]["tasks"]):
+            assert m[f"answers_accuracy_{task}"] == pytest.approx(by_sha[sha]["verification"]["tasks"][task]["accuracy"], abs=1e-4)
+
+
+def test_answers_that_differ_from_this_machine_are_flagged(export_dir):
+    from mtl_edge.bench.answers import DesktopAnswers
+    from mtl_edge.export.runtime import load_artefact
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    entry = next(a for a in manifest["artefacts"] if a["model"] == "multi" and a["format"] == "onnx")
+    checker = DesktopAnswers(export_dir, manifest)
+    honest = {t: np.argmax(v, axis=1) for t, v in load_artefact(entry, export_dir)(checker.testset.features).items()}
+    fields = checker.compare([entry], {"multi": {t: v.tolist() for t, v in honest.items()}})
+    assert fields["answers_status"] == "ok" and fields["answers_agreement_min"] == 1.0
+    task = entry["tasks"][1]
+    n_labels = len(manifest["labels"][task])
+    shifted = {**honest, task: (honest[task] + 1) % n_labels}  # a device that answers one class off
+    fields = checker.compare([entry], {"multi": {t: v.tolist() for t, v in shifted.items()}})
+    assert fields["answers_status"] == "disagrees" and fields[f"answers_agreement_{task}"] == 0.0
+    assert fields[f"answers_agreement_{entry['tasks'][0]}"] == 1.0
+    with pytest.raises(MtlEdgeError, match="returned 3 answers"):
+        checker.compare([entry], {"multi": {t: v[:3].tolist() for t, v in honest.items()}})
 
 
 def test_compare_line_is_computed_from_the_measurements(benched, export_dir):
@@ -177,11 +208,15 @@ def test_device_profiles(tmp_path):
     assert desktop.transport == "local" and desktop.threads >= 1
     with pytest.raises(MtlEdgeError, match="unknown device profile 'nosuch'.*desktop"):
         load_device("nosuch")
-    for name, issue in (("pi4", "issue 6"), ("android", "issue 7")):
+    for name in ("pi4", "android"):
         device = load_device(name)
         assert device.template
-        with pytest.raises(MtlEdgeError, match=f"transport .* comes with {issue}"):
+        with pytest.raises(MtlEdgeError, match=f"device {name}: the profile .* is a template"):
             transport_for(device)
+    odd = tmp_path / "odd.toml"
+    odd.write_text('transport = "carrier-pigeon"\nworkdir = "/tmp/x"\n')
+    with pytest.raises(MtlEdgeError, match="unknown transport 'carrier-pigeon'.*adb, local, ssh"):
+        transport_for(load_device(odd))
     bad = tmp_path / "bad.toml"
     bad.write_text("transport = [\n")
     with pytest.raises(MtlEdgeError, match="not a valid TOML"):
@@ -206,7 +241,7 @@ def test_the_runner_imports_only_numpy_and_the_runtimes():
     modules = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert", "torch"}
+    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime", "torch"}
 
 
 def test_latency_stats_match_numpy():

@@ -376,3 +376,30 @@ def test_torch_format_other_precisions_are_unsupported_not_faked(torch_exported)
     with pytest.raises(MtlEdgeError, match="unsupported.*fp32 only"):
         load_artefact(_entry(manifest, fmt="torch", precision="int8"), folder)
     assert "torch/multi.fp32.pt | multi | torch | fp32 | ok |" in (folder / "verification.md").read_text()
+
+
+def test_recommended_precision_is_the_fastest_verified_one(exported):
+    manifest = json.loads((exported.folder / "manifest.json").read_text())
+    for fmt, pick in manifest["recommended"].items():
+        multi = [a for a in manifest["artefacts"] if a["model"] == "multi" and a["format"] == fmt
+                 and a["status"] == "ok"]
+        chosen = next(a for a in multi if a["precision"] == pick["precision"])
+        assert pick["median_ms"] == chosen["latency"]["median_ms"]
+        fp32 = next(a for a in multi if a["precision"] == "fp32")
+        faster = [a for a in multi if a["latency"]["median_ms"] < chosen["latency"]["median_ms"]]
+        for a in faster:  # anything faster was rejected for its accuracy
+            drops = [fp32["verification"]["tasks"][t]["accuracy"] - a["verification"]["tasks"][t]["accuracy"]
+                     for t in a["tasks"]]
+            assert max(drops) > manifest["thresholds"]["accuracy_drop"]
+
+
+def test_recommend_rejects_an_artefact_that_loses_accuracy():
+    from mtl_edge.export.recommend import recommend
+
+    def art(precision, ms, acc):
+        return {"model": "multi", "format": "onnx", "precision": precision, "status": "ok", "path": precision,
+                "latency": {"median_ms": ms}, "verification": {"tasks": {"kws": {"accuracy": acc}}}}
+
+    pick = recommend([art("fp32", 0.04, 0.90), art("int8", 0.01, 0.80), art("int8-dynamic", 0.02, 0.895)], 0.02)
+    assert pick["onnx"]["precision"] == "int8-dynamic" and pick["onnx"]["speedup_vs_fp32"] == 2.0
+    assert "rejected for accuracy drop > 0.02: int8" in pick["onnx"]["reason"]

@@ -5,16 +5,13 @@ list) and threads. ``load_device("desktop")`` reads ``devices/desktop.toml`` (fr
 folder's ``devices/`` or the source tree's); ``load_device("path/to/phone.toml")`` reads that file.
 A user adds a device by adding a file.
 
-Transports: only ``local`` is implemented here; ``ssh`` (Raspberry Pi) comes with issue 6 and
-``adb`` (Android) with issue 7 and register themselves in ``TRANSPORTS``.
+The profile's ``transport`` (local, ssh, adb) picks the class in ``mtl_edge.bench.transports``;
+fields the core does not know (host, port, user, key, known_hosts, serial, ...) go to ``extra`` for it.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,6 @@ from pathlib import Path
 from mtl_edge.errors import MtlEdgeError
 
 SOURCE_DEVICES = Path(__file__).resolve().parents[2] / "devices"
-_PENDING = {"ssh": "issue 6 (Raspberry Pi over SSH)", "adb": "issue 7 (Android over adb)"}
 
 
 @dataclass
@@ -80,60 +76,3 @@ def load_device(name_or_path: str | Path) -> Device:
                   cpu_affinity=str(affinity), threads=threads, emulated=bool(data.get("emulated", False)),
                   template=bool(data.get("template", False)), path=path,
                   extra={k: v for k, v in data.items() if k not in known and k != "name"})
-
-
-class RunnerTimeout(Exception):
-    def __init__(self, stderr: str):
-        super().__init__("timeout")
-        self.stderr = stderr
-
-
-class LocalTransport:
-    """Runs the runner as a child process of this machine (argv list, no shell)."""
-
-    def __init__(self, device: Device):
-        self.device = device
-        self.python = device.python or sys.executable
-        if device.cpu_affinity and shutil.which("taskset") is None:
-            raise MtlEdgeError(f"device {device.name}: cpu_affinity {device.cpu_affinity!r} needs taskset (util-linux)")
-
-    def workdir(self) -> Path:
-        folder = Path(self.device.workdir)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MtlEdgeError(f"device {self.device.name}: cannot create work folder {folder} ({exc})") from None
-        return folder
-
-    def put(self, local: Path, name: str) -> str:
-        """The path the runner sees for a local file (a local run reads it in place)."""
-        return str(Path(local).resolve())
-
-    def argv(self, script: str, job: str) -> list[str]:
-        prefix = ["taskset", "-c", self.device.cpu_affinity] if self.device.cpu_affinity else []
-        return [*prefix, self.python, script, job]
-
-    def run(self, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-        environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                       "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment)
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-            raise RunnerTimeout(err) from None
-        except OSError as exc:
-            raise MtlEdgeError(f"device {self.device.name}: cannot start {argv[0]} ({exc})") from None
-
-
-TRANSPORTS: dict[str, type] = {"local": LocalTransport}
-
-
-def transport_for(device: Device):
-    cls = TRANSPORTS.get(device.transport)
-    if cls is None:
-        if device.transport in _PENDING:
-            raise MtlEdgeError(f"device {device.name}: transport {device.transport!r} comes with "
-                               f"{_PENDING[device.transport]}; only 'local' is implemented")
-        raise MtlEdgeError(f"device {device.name}: unknown transport {device.transport!r}; "
-                           f"known: {', '.join(sorted({*TRANSPORTS, *_PENDING}))}")
-    return cls(device)

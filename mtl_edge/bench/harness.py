@@ -28,13 +28,15 @@ import numpy as np
 
 from mtl_edge import atomic
 from mtl_edge.bench import runner as runner_module
-from mtl_edge.bench.devices import Device, RunnerTimeout, load_device, transport_for
+from mtl_edge.bench.devices import Device, load_device
+from mtl_edge.bench.transports import RunnerTimeout, transport_for
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.export.manifest import entries, read_manifest, sha256_file
 
 SCHEMA = 1
-RUNTIMES = {"onnxruntime": "onnx", "litert": "tflite", "torch": "torch"}
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "torch": "torch"}
+RUNTIMES = {"onnxruntime": "onnx", "litert": "tflite", "tflite-runtime": "tflite", "torch": "torch"}
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime",
+                   "torch": "torch"}
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 SETTINGS = ("threads", "cpu_affinity", "warmup_runs", "min_runs", "min_secs", "max_secs")
 DEFAULT_MIN_RUNS = 100
@@ -50,44 +52,6 @@ class BenchResult:
     measurements: list[dict] = field(default_factory=list)  # written by this call
     compares: list[dict] = field(default_factory=list)  # written by this call
     skipped: int = 0  # lines already in the results file (resume)
-
-
-# ---------------------------------------------------------------------------------------------- environment
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
-def local_environment() -> dict:
-    """CPU model, governor, frequency and temperature where this machine exposes them (None elsewhere)."""
-    cpuinfo = _read("/proc/cpuinfo") or ""
-    model = mhz = None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key in ("model name", "Model", "Hardware") and model is None and value:
-            model = value
-        elif key == "cpu MHz" and mhz is None:
-            try:
-                mhz = float(value)
-            except ValueError:
-                pass
-    freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
-    if freq and freq.isdigit():
-        mhz = int(freq) / 1000
-    temps = []
-    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
-        value = _read(str(zone))
-        if value and value.lstrip("-").isdigit():
-            temps.append(int(value) / 1000)
-    import os
-
-    return {"cpu_model": model, "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-            "cpu_freq_mhz": round(mhz, 1) if mhz else None, "temperature_c": max(temps) if temps else None,
-            "cpu_count": os.cpu_count()}
 
 
 # ---------------------------------------------------------------------------------------------- results file
@@ -168,6 +132,12 @@ class _Session:
         self.script = self.transport.put(script, script.name)
         self.work = work
 
+    def temperature(self, label: str, results: Path) -> float | None:
+        try:
+            return self.transport.temperature()
+        except MtlEdgeError as exc:
+            raise MtlEdgeError(f"{label}: {exc}; measurements already written are kept in {results}") from None
+
     def run(self, argv_prefix: list[str] | None, job: dict, label: str, results: Path, timeout: float) -> dict:
         """Run the runner (or ``argv_prefix`` + the job file) on ``job``; its parsed report."""
         job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
@@ -177,6 +147,8 @@ class _Session:
         argv = self.transport.argv(self.script, remote_job) if argv_prefix is None else [*argv_prefix, remote_job]
         try:
             proc = self.transport.run(argv, timeout=timeout)
+        except MtlEdgeError as exc:
+            raise MtlEdgeError(f"{label}: {exc}; measurements already written are kept in {results}") from None
         except RunnerTimeout as exc:
             step = _last_step(exc.stderr)
             raise MtlEdgeError(f"{label}: the runner timed out after {timeout:.0f} s at step '{step}' on device "
@@ -218,6 +190,19 @@ def _check_artefact(export: Path, entry: dict) -> Path:
     return path
 
 
+def _check_tflite_runtime(entry: dict, allow: bool, log: Callable) -> None:
+    """Refuse an artefact that the export's tflite-runtime cross-check found wrong (see export.crosscheck)."""
+    check = entry.get("tflite_runtime")
+    if not check:
+        log(f"note: {entry['path']} was not cross-checked under tflite-runtime at export "
+            "(mtl-edge export --tflite-runtime PYTHON); the device's answers are checked instead")
+        return
+    if check.get("status") != "ok" and not allow:
+        raise MtlEdgeError(f"{_label(entry)}: refused for tflite-runtime: at export, tflite-runtime "
+                           f"{check.get('version')} {check.get('status')} ({check.get('reason')}); "
+                           "use runtime litert (ai-edge-litert) on the device instead")
+
+
 def _label(entry: dict) -> str:
     return f"artefact {entry.get('path')} ({entry.get('model')}, {entry.get('format')} {entry.get('precision')})"
 
@@ -229,7 +214,7 @@ def _runtime_list(runtime, device: Device) -> list[str]:
     out = []
     for r in names:
         r = {"tflite": "litert", "ai-edge-litert": "litert", "ort": "onnxruntime", "pytorch": "torch",
-             "torchscript": "torch"}.get(r, r)
+             "torchscript": "torch", "tflite_runtime": "tflite-runtime"}.get(r, r)
         if r not in RUNTIMES:
             raise MtlEdgeError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
         out.append(r)
@@ -253,13 +238,17 @@ def _mb(kb) -> float | None:
 def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int | None = None, precisions=None,
           compare: str | None = None, results=None, resume: bool = False, min_runs: int = DEFAULT_MIN_RUNS,
           min_secs: float = DEFAULT_MIN_SECS, max_secs: float = DEFAULT_MAX_SECS, warmup: int = DEFAULT_WARMUP,
-          timeout: float | None = None, frontend: bool = True, progress: bool = True) -> BenchResult:
+          timeout: float | None = None, frontend: bool = True, progress: bool = True, answers: bool = True,
+          allow_disagreement: bool = False) -> BenchResult:
     """Benchmark the artefacts of ``export_dir`` on ``device``; see the module docstring.
 
     ``runtime``: "onnxruntime", "litert", "torch" or several comma-separated (default: the device profile's);
     ``precisions``: a subset of fp32, fp16, int8-dynamic, int8 (default: all in the export);
     ``compare="single"``: the Georgiev comparison; ``timeout``: seconds per runner process (default
-    from ``max_secs``); ``frontend``: with ``compare``, also measure the feature front-end once.
+    from ``max_secs``); ``frontend``: with ``compare``, also measure the feature front-end once;
+    ``answers``: also check the device's top-1 answers on the whole test split against this machine's
+    (``mtl_edge.bench.answers``) and, unless ``allow_disagreement``, fail at the end when an artefact
+    answers differently on the device (its timings are still written, marked ``disagrees``).
     Raises MtlEdgeError naming the artefact and step for a missing or tampered artefact, a runtime
     that is not installed, a runner that crashes or hangs; lines already written are kept.
     """
@@ -291,8 +280,32 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
 
             stderr.print(msg, markup=False, highlight=False)
 
+    checker = None
+    if answers:
+        from mtl_edge.bench.answers import DesktopAnswers
+
+        checker = DesktopAnswers(export, manifest)
     session = _Session(dev, export, features, timeout, log)
-    env = local_environment() if dev.transport == "local" else {}
+    try:
+        out = _bench(session, dev, export, manifest, runtimes, wanted, results_dir, threads, warmup, min_runs,
+                     min_secs, max_secs, timeout, compare, resume, frontend, clip_paths, log, checker)
+    finally:
+        session.transport.close()
+    bad = [m for m in out.measurements if m.get("answers_status") == "disagrees"]
+    if bad and not allow_disagreement:
+        listing = "; ".join(f"{m['artefact']} ({m['runtime']} {m['runtime_version']}: agreement "
+                            f"{m['answers_agreement_min']} < {m['answers_threshold']})" for m in bad)
+        raise MtlEdgeError(f"device {dev.name}: {len(bad)} artefact(s) answer differently on the device than on "
+                           f"this machine: {listing}. Their timings are written (marked answers_status=disagrees) "
+                           f"in {', '.join(str(r) for r in out.results)}, but do not use these artefacts with this "
+                           "runtime (--allow-disagreement to accept)")
+    return out
+
+
+def _bench(session, dev, export, manifest, runtimes, wanted, results_dir, threads, warmup, min_runs, min_secs,
+           max_secs, timeout, compare, resume, frontend, clip_paths, log, checker) -> BenchResult:
+    env = session.transport.environment()
+    env = {("device_missing" if k == "missing" else k): v for k, v in env.items() if k != "machine"}
     out = BenchResult()
     fe_cache: dict = {}
 
@@ -300,7 +313,8 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
         fmt = RUNTIMES[rt]
         results_file = results_dir / f"{dev.name}-{rt}.jsonl"
         out.results.append(results_file)
-        available = entries(manifest, fmt=fmt)
+        # end-to-end (waveform-in) artefacts take clips, not feature rows: not measured by this runner
+        available = [a for a in entries(manifest, fmt=fmt) if not str(a.get("model", "")).startswith("e2e:")]
         present = list(dict.fromkeys(a["precision"] for a in available))
         chosen = [p for p in (wanted or PRECISIONS) if p in present]
         if not chosen:
@@ -322,16 +336,22 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
                     log(f"skip (resume): {mode} {'+'.join(a['model'] for a in arts)} {fmt} {arts[0]['precision']}")
                     return found[-1]
             paths = [_check_artefact(export, a) for a in arts]
+            if rt == "tflite-runtime":
+                for a in arts:
+                    _check_tflite_runtime(a, allow=checker is None, log=log)
             names = "+".join(a["model"] for a in arts)
             label = (_label(arts[0]) if len(arts) == 1 else
                      f"co-resident artefacts {', '.join(a['path'] for a in arts)} ({fmt} {arts[0]['precision']})")
             log(f"measure: {mode} {names} {fmt} {arts[0]['precision']}")
             job = {"runtime": rt, "features": session.features, "threads": threads, "warmup": warmup,
                    "min_runs": min_runs, "min_secs": min_secs, "max_secs": max_secs, "windows": 10,
+                   "answers": checker is not None,
                    "artefacts": [{"name": a["model"], "path": session.transport.put(p, p.name)}
                                  for a, p in zip(arts, paths)]}
             limit = timeout if timeout is not None else 60 + 30 * len(arts) + 2 * max_secs + 0.5 * warmup
+            temperature_before = session.temperature(label, results_file)
             report = session.run(None, job, label, results_file, limit)
+            temperature_after = session.temperature(label, results_file)
             stats = latency_stats(report["total"]["times_ms"])
             tasks = [t for a in arts for t in a["tasks"]]
             record = {
@@ -353,7 +373,7 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
                                  if report["peak_rss_kb"] is not None and report["rss_after_import_kb"] is not None
                                  else None),
                 "hwm_reset": report["hwm_reset"],
-                **env, **({"temperature_c": local_environment()["temperature_c"]} if dev.transport == "local" else {}),
+                **env, "temperature_before_c": temperature_before, "temperature_c": temperature_after,
                 "python_version": report["python"], "numpy_version": report["numpy_version"],
                 "export": str(export.resolve()),
             }
@@ -361,6 +381,11 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
                 record["members"] = [{"model": m["name"], "init_ms": _r(m["init_ms"]), "first_ms": _r(m["first_ms"]),
                                       "p50_ms": _r(m["p50_ms"], 5), "p90_ms": _r(m["p90_ms"], 5)}
                                      for m in report["artefacts"]]
+            if checker is not None and "predictions" in report:
+                record.update(checker.compare(arts, report["predictions"]))
+                if record["answers_status"] == "disagrees":
+                    log(f"WARNING: {record['artefact']} answers differently on device {dev.name} "
+                        f"(agreement {record['answers_agreement_min']} < {record['answers_threshold']})")
             times = report["total"]["times_ms"]
             if len(times) > MAX_STORED_LATENCIES:  # evenly spaced samples keep the distribution, not the file size
                 times = [times[int(i * len(times) / MAX_STORED_LATENCIES)] for i in range(MAX_STORED_LATENCIES)]

@@ -7,10 +7,11 @@ run there by a transport. Usage::
 
 The job (JSON)::
 
-    {"runtime": "onnxruntime" | "litert" | "torch",
+    {"runtime": "onnxruntime" | "litert" | "tflite-runtime" | "torch",
      "artefacts": [{"name": "multi", "path": "/abs/multi.fp32.onnx"}, ...],   # several = co-resident
      "features": "/abs/features.npy",        # float32 [N, F]: real test clips, one row per inference
-     "threads": 1, "warmup": 10, "min_runs": 50, "min_secs": 1.0, "max_secs": 10.0, "windows": 10}
+     "threads": 1, "warmup": 10, "min_runs": 50, "min_secs": 1.0, "max_secs": 10.0, "windows": 10,
+     "answers": true}                         # optional: also return each artefact's top-1 answer per row
 
 What it does, as TFLite's benchmark_model and onnxruntime_perf_test do:
 
@@ -22,7 +23,9 @@ What it does, as TFLite's benchmark_model and onnxruntime_perf_test do:
    ``max_secs``. With several artefacts (co-resident mode) one run is every artefact back to back on
    the same clip; the run time is their sum and each artefact's own times are kept too. Clips cycle
    through the feature rows (batch 1);
-4. ``VmHWM`` (the process's own peak since the reset) and ``VmRSS`` at the end.
+4. ``VmHWM`` (the process's own peak since the reset) and ``VmRSS`` at the end;
+5. with ``answers``: every artefact's top-1 answer per task on every feature row (``predictions``),
+   so the harness can check a device answers like the desktop (after the clock and memory readings).
 
 TFLite artefacts run through the signature runner by input/output name; a quantised input is
 quantised before the clock starts (the graph's own cost is measured). TorchScript artefacts (runtime
@@ -84,6 +87,7 @@ def _onnx_loader(threads: int):
         opts.log_severity_level = 3
         session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
+        output_names = [o.name for o in session.get_outputs()]
         run = session.run
 
         def prepare(row):
@@ -92,19 +96,27 @@ def _onnx_loader(threads: int):
         def call(feed):
             return run(None, feed)
 
-        return prepare, call
+        def named(out):
+            return dict(zip(output_names, out))
+
+        return prepare, call, named
 
     return load, ort.__version__
 
 
-def _litert_loader(threads: int):
+def _litert_loader(threads: int, package: str = "ai-edge-litert"):
+    """LiteRT (ai-edge-litert) or the older tflite-runtime that many Raspberry Pi images carry."""
     import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
+
+    if package == "tflite-runtime":
+        from tflite_runtime.interpreter import Interpreter
+    else:
+        from ai_edge_litert.interpreter import Interpreter
 
     try:
         from importlib.metadata import version
 
-        runtime_version = version("ai-edge-litert")
+        runtime_version = version(package)
     except Exception:  # noqa: BLE001 - a device install without metadata
         runtime_version = "unknown"
 
@@ -124,7 +136,10 @@ def _litert_loader(threads: int):
         def call(feed):
             return runner(**feed)
 
-        return prepare, call
+        def named(out):
+            return out  # already {output name: array}; int8 outputs keep their order under dequantisation
+
+        return prepare, call, named
 
     return load, runtime_version
 
@@ -153,7 +168,10 @@ def _torch_loader(threads: int):
         def call(feed):
             return module(feed)
 
-        return prepare, call
+        def named(out):
+            return {k: v.numpy() for k, v in out.items()}
+
+        return prepare, call, named
 
     return load, torch.__version__.split("+")[0]
 
@@ -185,10 +203,12 @@ def run_job(job: dict) -> dict:
         loader, runtime_version = _onnx_loader(threads)
     elif runtime == "litert":
         loader, runtime_version = _litert_loader(threads)
+    elif runtime == "tflite-runtime":
+        loader, runtime_version = _litert_loader(threads, "tflite-runtime")
     elif runtime == "torch":
         loader, runtime_version = _torch_loader(threads)
     else:
-        raise ValueError(f"unknown runtime {runtime!r} (onnxruntime, litert or torch)")
+        raise ValueError(f"unknown runtime {runtime!r} (onnxruntime, litert, tflite-runtime or torch)")
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     hwm_reset = _reset_hwm()
     after_import = _status_kb()
@@ -198,15 +218,15 @@ def run_job(job: dict) -> dict:
         name = art["name"]
         _step("load", name)
         t0 = time.perf_counter_ns()
-        prepare, call = loader(art["path"])
+        prepare, call, named = loader(art["path"])
         init_ms = (time.perf_counter_ns() - t0) / 1e6
         feeds = [prepare(r) for r in rows]
         _step("first", name)
         t0 = time.perf_counter_ns()
         call(feeds[0])
         first_ms = (time.perf_counter_ns() - t0) / 1e6
-        models.append({"name": name, "call": call, "feeds": feeds, "init_ms": init_ms, "first_ms": first_ms,
-                       "times": []})
+        models.append({"name": name, "call": call, "named": named, "feeds": feeds, "init_ms": init_ms,
+                       "first_ms": first_ms, "times": []})
 
     n_rows = len(rows)
     _step("warmup", "+".join(m["name"] for m in models))
@@ -250,6 +270,16 @@ def run_job(job: dict) -> dict:
                 break
     wall_s = (clock() - start) / 1e9
     end = _status_kb()
+    predictions = None
+    if job.get("answers"):  # after the clock and the memory reading: the answers cost neither
+        predictions = {}
+        for m in models:
+            _step("answers", m["name"])
+            per_task: dict = {}
+            for feed in m["feeds"]:
+                for task, logits in m["named"](m["call"](feed)).items():
+                    per_task.setdefault(task, []).append(int(np.argmax(np.asarray(logits).reshape(-1))))
+            predictions[m["name"]] = per_task
     _step("report")
 
     def summary(ns: list[int]) -> dict:
@@ -292,6 +322,7 @@ def run_job(job: dict) -> dict:
         "artefacts": [{"name": m["name"], "init_ms": m["init_ms"], "first_ms": m["first_ms"],
                        **({k: v for k, v in summary(m["times"]).items() if k != "times_ms"}
                           if len(models) > 1 else {})} for m in models],
+        **({"predictions": predictions} if predictions is not None else {}),
     }
 
 

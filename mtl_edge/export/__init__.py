@@ -14,12 +14,26 @@ complete, so an interrupted export leaves the previous folder or nothing):
 - ``verification.md`` / ``verification.json``: agreement with PyTorch, accuracies, logit differences,
   sizes, parameter counts and local latency of every artefact;
 - ``pareto.png``: per-task accuracy against latency and size;
+- in the manifest, ``recommended``: per format, the precision to ship (``mtl_edge.export.recommend``);
 - ``manifest.json`` (last): every artefact with its sha256, size, format, precision, quantisation,
   opset/schema, inputs/outputs, source checkpoint and verification. Later stages read artefacts
   only through it (``read_manifest``, ``load_artefact``).
 
 The features are the clip-level log-mel summary vectors of the checkpoint's feature config; the
-feature extraction itself (STFT, percentiles, onset alignment) is not part of the graphs.
+feature extraction itself (STFT, percentiles, onset alignment) is not part of these graphs.
+
+With ``end_to_end=True`` (``--end-to-end``) the multi-task model is also exported waveform in,
+answers out (``mtl_edge.export.endtoend``): ``onnx/e2e-multi.<precision>.onnx`` and
+``tflite/e2e-multi.<precision>.tflite``, model ``e2e:multi``, input ``waveform`` [batch, samples]
+float32 at the feature config's sample rate, the clip length fixed by the corpus clips; the front-end
+(STFT, log-mel, statistics, onset alignment) is inside the graph. ``testset.npz`` then also holds the
+test clips' ``waveforms`` and ``sample_rate``; each e2e artefact is verified on them against PyTorch on
+``logmel.extract`` of the same clips, and its entry records ``"end_to_end": true``, its ``input`` and
+``frontend_parity`` (its front-end's features against the training front-end's). What a format cannot
+take is an entry with status ``unsupported`` and the reason, summarised in the manifest's top-level
+``end_to_end`` (``{"onnx": "ok", "tflite": "...", ...}``; None without ``end_to_end``): a device without an
+e2e artefact computes the features with ``mtl_edge.features.logmel`` (numpy) and runs the features-in
+artefact.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import numpy as np
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.export.manifest import FORMAT, MANIFEST, VERSION, read_manifest, same_export, sha256_file, write_manifest
+from mtl_edge.export.recommend import recommend
 from mtl_edge.export.runtime import load_artefact, measure_latency
 from mtl_edge.export.verify import DEFAULT_THRESHOLDS, resolve_thresholds
 
@@ -44,6 +59,8 @@ FORMATS = ("onnx", "tflite")  # the default
 ALL_FORMATS = ("onnx", "tflite", "torch")  # accepted by export_run(formats=...)
 _LATENCY_RUNTIME = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "torch": "torch"}
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
+E2E_FORMATS = ("onnx", "tflite")  # the formats of the waveform-in graphs (end_to_end=True)
+E2E_PREFIX = "e2e:"  # model label of a waveform-in artefact: "e2e:multi"
 TESTSET = "testset.npz"
 CALIBRATION = "calibration_indices.json"
 PLOT = "pareto.png"
@@ -177,13 +194,16 @@ def _versions() -> dict:
 def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, precisions=PRECISIONS,
                per_tensor: bool = False, force: bool = False, allow_degraded: bool = False,
                thresholds: dict | None = None, *, models=None, calibration_size: int = 256, seed: int = 0,
-               latency_runs: int = 200, progress: bool = True, workers: int = 2) -> ExportResult:
+               latency_runs: int = 200, progress: bool = True, workers: int = 2, tflite_runtime: str | None = None,
+               end_to_end: bool = False) -> ExportResult:
     """Export, verify and time every model of ``run``; see the module docstring for the folder layout.
 
     Raises MtlEdgeError for a bad run or checkpoint, an op a format cannot take, an out folder that
     holds a different export (unless ``force``), or an artefact that fails verification (unless
     ``allow_degraded``: then it is kept and marked "degraded"). ``models`` limits the export to some of
-    the run's models ("multi", "single" = every baseline, "single:<task>"; default all).
+    the run's models ("multi", "single" = every baseline, "single:<task>"; default all). ``end_to_end``
+    adds the waveform-in graphs of the multi-task model (onnx and tflite formats; the test clips must all
+    have one length).
     """
     from mtl_edge.export import onnx as onnx_export
     from mtl_edge.export import tflite as tflite_export
@@ -204,6 +224,12 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     run = Path(run)
     out = Path(out) if out is not None else run / "export"
     sources, config = _sources(run, models)
+    e2e_formats = [f for f in formats if f in E2E_FORMATS] if end_to_end else []
+    if end_to_end:
+        if not any(s.label == "multi" for s in sources):
+            raise MtlEdgeError("--end-to-end exports the multi-task model waveform in; include multi in --models")
+        if not e2e_formats:
+            raise MtlEdgeError(f"--end-to-end needs one of the formats {', '.join(E2E_FORMATS)}")
     identity = {"format": FORMAT, "run": str(run.resolve()), "checkpoint_sha256": {s.label: s.sha256 for s in sources}}
     _check_out(out, identity, force)
 
@@ -227,6 +253,11 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     calibration = {s.label: calibration_rows(data, s.tasks, calibration_size, seed) for s in sources}
     builders = {"onnx": onnx_export, "tflite": tflite_export, "torch": torch_export}
     jobs = [(s, fmt, prec) for s in sources for fmt in formats for prec in precisions]
+    if end_to_end:  # the test clips themselves, for the waveform-in graphs (one length: the graph's input)
+        from mtl_edge.export.endtoend import load_waveforms
+
+        waveforms = load_waveforms(corpus, testset.paths, feature_config)
+        testset.extra.update(waveforms=waveforms, sample_rate=np.int64(feature_config.sample_rate))
 
     artefacts: list[dict] = []
     with atomic.atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtl-edge-export-") as work:
@@ -256,9 +287,30 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             if bar:
                 bar.stop()
 
+        if tflite_runtime and "tflite" in formats:
+            from mtl_edge.export.crosscheck import crosscheck
+
+            def warn(msg: str) -> None:
+                from mtl_edge.progress import stderr
+
+                stderr.print(msg, markup=False, highlight=False)
+
+            crosscheck(tflite_runtime, artefacts, tmp, work, testset.features, references, warn)
+
+        e2e = None
+        if end_to_end:
+            from mtl_edge.export.endtoend import EndToEnd
+
+            multi = next(s for s in sources if s.label == "multi")
+            e2e = EndToEnd(feature_config, graphs["multi"], waveforms, work)
+            artefacts += _end_to_end(e2e, [(f, p) for f in e2e_formats for p in precisions], multi, artefacts, tmp,
+                                     work, testset, limits, allow_degraded, latency_runs, parameter_count(multi.model),
+                                     verify_artefact, data.features[calibration["multi"]], not per_tensor, progress)
+
         verification = {"thresholds": limits, "testset": TESTSET,
                         "artefacts": [{k: a.get(k) for k in ("path", "model", "format", "precision", "status", "reason",
-                                                             "bytes", "parameters", "latency", "verification")}
+                                                             "bytes", "parameters", "latency", "verification",
+                                                             "tflite_runtime", "end_to_end", "frontend_parity")}
                                       for a in artefacts]}
         atomic.write_json(tmp / "verification.json", verification, sort_keys=False)
         atomic.write_text(tmp / "verification.md", f"# Export verification: {run}\n\nTest split: {len(testset)} clips "
@@ -282,6 +334,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "verification": "verification.json",
             "plot": PLOT,
             "thresholds": limits,
+            "recommended": recommend(artefacts, limits["accuracy_drop"]),
+            "end_to_end": _end_to_end_summary(e2e, e2e_formats, artefacts) if e2e is not None else None,
             "per_tensor": per_tensor,
             "versions": _versions(),
             "artefacts": artefacts,
@@ -301,7 +355,8 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
     name = s.label.replace(":", "-")
     rel = f"{fmt}/{name}.{prec}{builder.EXTENSION}"
     entry = {"path": rel, "model": s.label, "tasks": s.tasks, "format": fmt, "precision": prec,
-             "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters}
+             "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters,
+             "end_to_end": s.label.startswith(E2E_PREFIX)}
     (folder / fmt).mkdir(exist_ok=True)
     target = folder / rel
     try:
@@ -327,3 +382,67 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
     return {**entry, "sha256": sha256_file(target), "bytes": target.stat().st_size, **details,
             "status": status, "reason": "; ".join(problems) if problems else None,
             "verification": record, "latency": {"runtime": _LATENCY_RUNTIME[fmt], **latency}}
+
+
+def _end_to_end(e2e, jobs: list[tuple[str, str]], multi: _Source, artefacts: list[dict], folder: Path, work: Path,
+                testset, limits: dict, allow_degraded: bool, latency_runs: int, parameters: int, verify_artefact,
+                calibration: np.ndarray, per_channel: bool, progress: bool) -> list[dict]:
+    """The waveform-in artefacts of the multi-task model, verified on the test waveforms.
+
+    The reference logits are the PyTorch model on ``logmel.extract`` of the same waveforms (the
+    training front-end), so an artefact's agreement covers its front-end and its network together.
+    """
+    import dataclasses
+
+    from mtl_edge.progress import progress_bar
+    from mtl_edge.train.trainer import predict
+
+    source = dataclasses.replace(multi, label=f"{E2E_PREFIX}{multi.label}")
+    waves = dataclasses.replace(testset, features=e2e.waveforms)  # same rows and tasks, waveforms in
+    reference = predict(multi.model, e2e.features)
+    out = []
+    bar = progress_bar() if progress else None
+    if bar:
+        bar.start()
+        task_id = bar.add_task("end-to-end", total=len(jobs))
+    try:
+        for fmt, prec in jobs:
+            if bar:
+                bar.update(task_id, description=f"{source.label} {fmt} {prec}")
+            network = {a["precision"]: a for a in artefacts if a["model"] == multi.label and a["format"] == fmt}
+            entry = _one(source, fmt, prec, e2e.builder(fmt, folder, network), e2e.graph, e2e.n_samples, folder, work,
+                         waves, reference, calibration, per_channel, limits, allow_degraded, latency_runs, parameters,
+                         verify_artefact)
+            entry["input"] = e2e.input_record()
+            entry["frontend_parity"] = e2e.frontend_parity(fmt, prec) if entry["status"] != "unsupported" else None
+            cal = (entry.get("quantization") or {}).get("calibration")
+            if cal:  # the network part was calibrated as the multi-task model's own artefact
+                cal["model"] = multi.label
+            out.append(entry)
+            if bar:
+                bar.advance(task_id)
+    finally:
+        if bar:
+            bar.stop()
+    return out
+
+
+def _end_to_end_summary(e2e, formats: list[str], artefacts: list[dict]) -> dict:
+    """Top level of the manifest: per format "ok" or what is unsupported (and why), the input and the parity
+    of the PyTorch front-end; where a format has no e2e artefact, the features come from numpy."""
+    summary: dict = {}
+    for fmt in formats:
+        rows = [a for a in artefacts if a.get("end_to_end") and a["format"] == fmt]
+        bad = [a for a in rows if a["status"] != "ok"]
+        if not bad:
+            summary[fmt] = "ok"
+        elif all(a["status"] == "unsupported" for a in rows) and len({a["reason"] for a in rows}) == 1:
+            summary[fmt] = f"unsupported: {rows[0]['reason']}"
+        else:
+            good = [a["precision"] for a in rows if a["status"] == "ok"]
+            summary[fmt] = "; ".join(([f"ok: {', '.join(good)}"] if good else [])
+                                     + [f"{a['precision']} {a['status']}: {a['reason']}" for a in bad])
+    return {**summary, "model": f"{E2E_PREFIX}multi", "input": e2e.input_record(),
+            "torch_frontend_parity": e2e.torch_parity,
+            "fallback": "where a format or precision has no e2e artefact, compute the features with "
+                        "mtl_edge.features.logmel.extract (numpy) and run the features-in artefact"}

@@ -108,7 +108,11 @@ def runners(fmt: str, path: str | Path, threads: int = 1) -> tuple[Runner, Runne
 
 
 def load_artefact(entry: dict, folder: str | Path, threads: int = 1) -> Runner:
-    """``fn(features [N, F] float32) -> {task: logits}`` for one manifest entry of the export in ``folder``."""
+    """``fn(inputs) -> {task: logits}`` for one manifest entry of the export in ``folder``.
+
+    ``inputs``: features [N, F] float32, or waveforms [N, samples] for an end-to-end entry (``input.name``
+    ``waveform``).
+    """
     if entry.get("status") == "unsupported" or not entry.get("path"):
         raise MtlEdgeError(f"{entry.get('model')} {entry.get('format')} {entry.get('precision')}: unsupported, no artefact "
                            f"({entry.get('reason')})")

@@ -10,8 +10,10 @@
 - ``labels__<task>``: int64, the label id of each of those samples (-1: a label the model does not know);
 - ``label_names__<task>``: str, the label names (id = index).
 
-Hook for a waveform-in graph: a later version may add ``waveforms`` (float32 [N, samples]) and
-``sample_rate``; readers must ignore keys they do not know (``TestSet.extra`` keeps them).
+- with ``--end-to-end``: ``waveforms`` (float32 [N, samples], the test clips at ``sample_rate``) for the
+  waveform-in graphs.
+
+Readers must ignore keys they do not know (``TestSet.extra`` keeps them).
 
 ``calibration_indices.json`` records, per exported model, the training-split feature-cache rows
 used for static int8 calibration (drawn once with a seeded generator), so an artefact can be rebuilt.

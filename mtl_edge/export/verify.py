@@ -142,4 +142,24 @@ def render_markdown(rows: list[dict]) -> str:
                          f"{f(e['max_abs_diff'], '{:.2e}')} | {a['bytes'] / 1024:.1f} | {a.get('parameters', '-')} | {f(lat, '{:.4f}')} |")
     notes = [f"- {a['model']} {a['format']} {a['precision']}: {a['status']}: {a.get('reason')}"
              for a in rows if a["status"] != "ok"]
+    e2e = [a for a in rows if a.get("end_to_end") and a["status"] != "unsupported"]
+    if e2e:
+        notes += ["", "end-to-end artefacts (model e2e:...): waveform in, the front-end inside the graph, so their "
+                      "latency includes it; front-end parity against logmel.extract on the test clips:", ""]
+        for a in e2e:
+            p, inp = a.get("frontend_parity") or {}, a.get("input") or {}
+            parity = (f"error: {p['error']}" if p.get("error") else
+                      f"max abs {f(p.get('max_abs_diff'), '{:.2e}')}, max rel {f(p.get('max_rel_diff'), '{:.2e}')}, "
+                      f"max {f(p.get('max_scaled_diff'), '{:.2e}')} feature std ({p.get('worst_feature')})")
+            notes.append(f"- {a['path']}: input {inp.get('name')} [batch, {inp.get('samples')}] at "
+                         f"{inp.get('sample_rate')} Hz; front-end parity: {parity}")
+    checked = [a for a in rows if a.get("tflite_runtime")]
+    if checked:
+        notes += ["", "tflite-runtime cross-check (top-1 agreement with ai-edge-litert on the same file, "
+                  "whole test split):", ""]
+        for a in checked:
+            c = a["tflite_runtime"]
+            agreement = ", ".join(f"{t} {v:.3f}" for t, v in (c.get("agreement") or {}).items()) or "-"
+            notes.append(f"- {a['path']}: tflite-runtime {c['version']}: {c['status']} ({agreement})"
+                         + (f": {c['reason']}" if c.get("reason") else ""))
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"

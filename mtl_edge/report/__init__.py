@@ -17,7 +17,7 @@ from mtl_edge.errors import MtlEdgeError
 
 __all__ = ["Report", "load_results", "render_report", "georgiev_table"]
 
-_ENV = ("device", "transport", "machine", "emulated", "cpu_model", "cpu_count", "cpu_governor", "cpu_freq_mhz",
+_ENV = ("device", "transport", "machine", "emulated", "answers_status", "cpu_model", "cpu_count", "cpu_governor", "cpu_freq_mhz",
         "temperature_c", "threads", "cpu_affinity", "python_version", "numpy_version")
 _SETTINGS = ("warmup_runs", "min_runs", "min_secs", "max_secs")
 
@@ -243,6 +243,16 @@ def render_report(results_paths, out_dir=None) -> Report:
              "medians; memory: the runner's own VmHWM and VmRSS after importing the runtime (Δ = peak − "
              "after-import).\n",
              "## Environment\n", _environment(ms) if ms else "(no measurements)\n"]
+    emulated = sorted({m["device"] for m in ms if m.get("emulated")})
+    if emulated:
+        parts.insert(1, f"> **EMULATED device(s): {', '.join(emulated)}.** These ran under qemu (aarch64 user-mode "
+                        "emulation): their answers are real, their timings and memory are NOT performance figures "
+                        "(emulation is 26x to 1600x slower than the hardware and qemu inflates memory).\n")
+    disagree = [m for m in ms if m.get("answers_status") == "disagrees"]
+    if disagree:
+        parts.insert(1, "> **Artefacts answering differently on the device than on the desktop:** "
+                        + "; ".join(f"{m['artefact']} on {m['device']} ({m['runtime']}, agreement "
+                                    f"{m.get('answers_agreement_min')})" for m in disagree) + "\n")
     if cs:
         parts += ["## Multi-task model vs the single-task models (Georgiev et al.)\n",
                   "runtime_ratio = multi p50 / Σ single p50 (each single in its own process); "

@@ -1,0 +1,121 @@
+"""Device test beds: emulated devices that run the whole benchmark path on real foreign-architecture code.
+
+A bed is a module with ``up(progress) -> Path`` (starts the bed, writes a device profile for it and
+returns the profile's path), ``down(progress)`` (stops everything the bed started; safe when nothing is
+up) and ``status() -> dict``. Beds register by name in ``BEDS`` (module paths, imported only when used)::
+
+    from mtl_edge import devbed
+    profile = devbed.up("pi4")          # -> ~/.config/mtl-edge/devices/pi4-emulated.toml
+    devbed.down("pi4")
+
+Shared pieces for every bed: ``rootfs.ensure_rootfs`` (an arm64 Debian userland with the runtimes),
+``qemu.ensure_binfmt`` (qemu-user registered with binfmt_misc), ``netns.Netns`` (a network namespace
+with a veth pair). Emulated timings and memory are not performance figures: profiles say ``emulated``.
+Nothing here does any work at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+from mtl_edge.errors import MtlEdgeError
+
+Progress = Callable[[str], None]
+
+# name -> module that defines up(progress) -> Path, down(progress) -> None, status() -> dict
+BEDS: dict[str, str] = {"pi4": "mtl_edge.devbed.pi4", "android": "mtl_edge.devbed.android"}
+
+
+def register(name: str, module: str) -> None:
+    """Add a bed (``register("android", "mtl_edge.devbed.android")``)."""
+    BEDS[name] = module
+
+
+def names() -> list[str]:
+    return sorted(BEDS)
+
+
+def bed(name: str):
+    """The module of the bed called ``name`` (imported now)."""
+    if name not in BEDS:
+        raise MtlEdgeError(f"unknown test bed {name!r}; known: {', '.join(names())}")
+    return importlib.import_module(BEDS[name])
+
+
+def up(name: str, progress: Progress | None = None) -> Path:
+    """Start the bed (idempotent) and return the path of its device profile."""
+    return bed(name).up(progress=progress or _quiet)
+
+
+def down(name: str, progress: Progress | None = None) -> None:
+    """Stop every process the bed started and remove what it set up (safe when it is not up)."""
+    bed(name).down(progress=progress or _quiet)
+
+
+def status(name: str) -> dict:
+    return bed(name).status()
+
+
+# ---- shared helpers -------------------------------------------------------------------------------
+
+def _quiet(step: str) -> None:
+    pass
+
+
+def _xdg(var: str, default: str) -> Path:
+    value = os.environ.get(var, "")
+    base = Path(value) if value and os.path.isabs(value) else Path.home() / default
+    return base / "mtl-edge"
+
+
+def cache_dir() -> Path:
+    """``${XDG_CACHE_HOME:-~/.cache}/mtl-edge/devbed``: downloads and the rootfs tarball (kept)."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "devbed"
+
+
+def state_dir() -> Path:
+    """``${XDG_STATE_HOME:-~/.local/state}/mtl-edge/devbed``: extracted rootfs, keys, pids."""
+    return _xdg("XDG_STATE_HOME", ".local/state") / "devbed"
+
+
+def config_dir() -> Path:
+    """``${XDG_CONFIG_HOME:-~/.config}/mtl-edge``: the device profiles the beds write go to ``devices/``."""
+    return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def require_root(who: str) -> None:
+    if os.geteuid() != 0:
+        raise MtlEdgeError(f"{who}: needs root (chroot, mounts, binfmt_misc, network namespaces); "
+                           f"run it as root, e.g. with sudo")
+
+
+def run(argv: list[str], step: str, timeout: float | None = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``argv`` (a list, never a shell); a failure raises MtlEdgeError naming ``step``."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except FileNotFoundError:
+        raise MtlEdgeError(f"{step} failed: {argv[0]} is not installed (scripts/setup-system.sh installs it)") from None
+    except subprocess.TimeoutExpired:
+        raise MtlEdgeError(f"{step} failed: {argv[0]} did not finish within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout or "").strip().splitlines()[-8:]
+        raise MtlEdgeError(f"{step} failed (exit {done.returncode}): " + (" | ".join(detail) or "no output"))
+    return done
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (waits for the holder: one bed setup at a time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
