@@ -31,6 +31,7 @@ from conftest import _require
 from mtl_edge.bench.devices import load_device
 from mtl_edge.bench.transports import RunnerTimeout, transport_for
 from mtl_edge.bench.transports.adb import AdbTransport, connect_failed, cpu_mask, parse_devices
+from mtl_edge.devbed import process_alive
 from mtl_edge.errors import MtlEdgeError
 
 TASKS = ["kws", "speaker", "scene", "instrument"]
@@ -218,8 +219,7 @@ def test_wrong_serial_is_a_clear_error(hostbed, tmp_path):
 
 
 def test_adbd_refuses_other_local_users(hostbed):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to connect as another user")
+    _need(os.geteuid() == 0, "needs root to connect as another user")
     probe = ("import socket, struct, sys\n"
              "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
              "banner = b'host::'\n"
@@ -230,8 +230,7 @@ def test_adbd_refuses_other_local_users(hostbed):
              "except ConnectionResetError:\n"  # closed with our CNXN unread: the kernel resets
              "    print(0)\n")
     system_python = "/usr/bin/python3"  # readable by 'nobody' (a venv under /root is not)
-    if not os.access(system_python, os.X_OK):
-        pytest.skip("no /usr/bin/python3 to run a client as another user")
+    _need(os.access(system_python, os.X_OK), "no /usr/bin/python3 to run a client as another user")
     nobody = subprocess.run([system_python, "-c", probe, str(hostbed.port)], capture_output=True, text=True,
                             timeout=30, user=65534, group=65534, extra_groups=[], cwd="/")
     assert nobody.stdout.strip() == "0", nobody.stderr  # closed (or reset) without a CNXN
@@ -517,6 +516,6 @@ def test_android_bed_down_stops_everything(android_bed):
     state = json.loads((android.folder() / "state.json").read_text())
     android.down()
     assert android.status()["state"] == "down"
-    assert not android._alive(state["adbd_pid"]) and not android._adb_server_pids(state["server_port"])
+    assert not process_alive(state["adbd_pid"]) and not android._adb_server_pids(state["server_port"])
     android.down()  # idempotent
     assert android.status()["state"] == "down"

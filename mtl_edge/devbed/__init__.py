@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -87,6 +88,35 @@ def state_dir() -> Path:
 def config_dir() -> Path:
     """``${XDG_CONFIG_HOME:-~/.config}/mtl-edge``: the device profiles the beds write go to ``devices/``."""
     return _xdg("XDG_CONFIG_HOME", ".config")
+
+
+def process_alive(pid: int) -> bool:
+    """``pid`` runs and is not a zombie (a child of ours that ended is reaped first)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError):
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def read_state(path: Path) -> dict:
+    """A bed's state file ({} when absent or damaged: the bed is then treated as down)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    """The last lines of a bed process's log, for error messages."""
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def require_root(who: str) -> None:

@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 from mtl_edge.atomic import write_json, write_text
-from mtl_edge.devbed import Progress, _quiet, config_dir, locked, require_root, run, state_dir
+from mtl_edge.devbed import (Progress, _quiet, config_dir, locked, log_tail, process_alive, read_state, require_root, run,
+                             state_dir)
 from mtl_edge.errors import MtlEdgeError
 
 NAME = "android"
@@ -66,13 +67,6 @@ def _log_file() -> Path:
     return folder() / "adbd.log"
 
 
-def _read_state() -> dict:
-    try:
-        return json.loads(_state_file().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _adb() -> str:
     exe = shutil.which("adb")
     if exe is None:
@@ -95,21 +89,9 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.waitpid(pid, os.WNOHANG)  # our own child: collect it, no zombie
-    except (ChildProcessError, OSError):
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _is_adbd(pid: int, port: int) -> bool:
     args = _cmdline(pid)
-    return _alive(pid) and ADBD_MODULE in args and str(port) in args
+    return process_alive(pid) and ADBD_MODULE in args and str(port) in args
 
 
 def _adb_server_pids(server_port: int) -> list[int]:
@@ -146,7 +128,7 @@ def _stop(pid: int) -> None:
         except ProcessLookupError:
             return
         for _ in range(50):
-            if not _alive(pid):
+            if not process_alive(pid):
                 return
             time.sleep(0.1)
 
@@ -169,13 +151,6 @@ def _pick_port(preferred: int, avoid: set[int] = frozenset()) -> int:
             port = sock.getsockname()[1]
         if port not in avoid:
             return port
-
-
-def _log_tail(lines: int = 8) -> str:
-    try:
-        return " | ".join(_log_file().read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # ---- the pieces ---------------------------------------------------------------------------------
@@ -209,11 +184,11 @@ def _start_adbd(rootfs: Path, port: int, serial: str) -> int:
         ])
     deadline = time.monotonic() + READY_TIMEOUT
     while not ready.is_file():
-        if not _alive(pid):
-            raise MtlEdgeError(f"devbed {NAME}: adbd exited at start (log {_log_file()}): {_log_tail()}")
+        if not process_alive(pid):
+            raise MtlEdgeError(f"devbed {NAME}: adbd exited at start (log {_log_file()}): {log_tail(_log_file())}")
         if time.monotonic() > deadline:
             raise MtlEdgeError(f"devbed {NAME}: adbd did not listen on {HOST}:{port} within {READY_TIMEOUT:.0f} s "
-                               f"(log {_log_file()}): {_log_tail()}")
+                               f"(log {_log_file()}): {log_tail(_log_file())}")
         time.sleep(0.1)
     return pid
 
@@ -233,7 +208,7 @@ def _connect(server_port: int, serial: str, progress: Progress) -> None:
                stdin=subprocess.DEVNULL)
     text = (done.stdout + done.stderr).strip()
     if connect_failed(text):  # adb connect exits 0 when it fails: its text says so
-        raise MtlEdgeError(f"devbed {NAME}: adb connect {serial} failed: {text} (adbd log: {_log_tail()})")
+        raise MtlEdgeError(f"devbed {NAME}: adb connect {serial} failed: {text} (adbd log: {log_tail(_log_file())})")
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         listed = parse_devices(run(adb_argv(server_port, "devices"), f"devbed {NAME}: adb devices", timeout=60,
@@ -242,7 +217,7 @@ def _connect(server_port: int, serial: str, progress: Progress) -> None:
             return
         if time.monotonic() > deadline:
             raise MtlEdgeError(f"devbed {NAME}: {serial} is {listed.get(serial) or 'not listed'} in `adb devices` "
-                               f"after {READY_TIMEOUT:.0f} s (adbd log: {_log_tail()})")
+                               f"after {READY_TIMEOUT:.0f} s (adbd log: {log_tail(_log_file())})")
         time.sleep(0.25)
 
 
@@ -303,7 +278,7 @@ def up(progress: Progress = _quiet) -> Path:
         current = status()
         if current["state"] == "up":
             progress("already up")
-            return _write_profile(_read_state())
+            return _write_profile(read_state(_state_file()))
         if current["state"] == "partial":
             progress("clearing a half-started bed")
             _down(progress)
@@ -338,7 +313,7 @@ def up(progress: Progress = _quiet) -> Path:
 def _down(progress: Progress) -> None:
     from mtl_edge.devbed import rootfs as rootfs_mod
 
-    state = _read_state()
+    state = read_state(_state_file())
     server_port = state.get("server_port")
     if isinstance(server_port, int):
         if _adb_server_pids(server_port):
@@ -376,7 +351,7 @@ def status() -> dict:
     """``state``: up (adbd runs and the private adb server lists it as 'device'), partial, down."""
     from mtl_edge.bench.transports.adb import parse_devices
 
-    state = _read_state()
+    state = read_state(_state_file())
     pid, port, server_port = state.get("adbd_pid"), state.get("port"), state.get("server_port")
     serial = state.get("serial")
     running = isinstance(pid, int) and isinstance(port, int) and _is_adbd(pid, port)

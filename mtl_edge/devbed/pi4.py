@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 from mtl_edge.atomic import write_json, write_text
-from mtl_edge.devbed import Progress, _quiet, config_dir, locked, require_root, run, state_dir
-from mtl_edge.devbed.netns import Netns, ip_netns_available, reap
+from mtl_edge.devbed import (Progress, _quiet, config_dir, locked, log_tail, process_alive, read_state, require_root, run,
+                             state_dir)
+from mtl_edge.devbed.netns import Netns, ip_netns_available
 from mtl_edge.errors import MtlEdgeError
 
 NAME = "pi4"
@@ -66,13 +67,6 @@ def _state_file() -> Path:
 
 def _log_file() -> Path:
     return folder() / "sshd.log"
-
-
-def _read_state() -> dict:
-    try:
-        return json.loads(_state_file().read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def ssh_argv(*remote: str, connect_timeout: int = 30) -> list[str]:
@@ -177,28 +171,12 @@ def _start_sshd(rootfs: Path) -> int:
     return pid
 
 
-def _alive(pid: int) -> bool:
-    reap([pid])
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _ours(pid: int, rootfs: str) -> bool:
     """``pid`` is alive and chrooted into our rootfs (not a recycled pid of something else)."""
     try:
-        return _alive(pid) and os.path.realpath(f"/proc/{pid}/root") == os.path.realpath(rootfs)
+        return process_alive(pid) and os.path.realpath(f"/proc/{pid}/root") == os.path.realpath(rootfs)
     except OSError:
         return False
-
-
-def _log_tail(lines: int = 8) -> str:
-    try:
-        return " | ".join(_log_file().read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _banner(timeout: float = 3.0) -> bool:
@@ -215,11 +193,11 @@ def _wait_ready(pid: int, progress: Progress) -> None:
     progress("waiting for sshd (aarch64, under qemu)")
     deadline = time.monotonic() + READY_TIMEOUT
     while not _banner():
-        if not _alive(pid):
-            raise MtlEdgeError(f"devbed {NAME}: sshd exited at start (log {_log_file()}): {_log_tail()}")
+        if not process_alive(pid):
+            raise MtlEdgeError(f"devbed {NAME}: sshd exited at start (log {_log_file()}): {log_tail(_log_file())}")
         if time.monotonic() > deadline:
             raise MtlEdgeError(f"devbed {NAME}: sshd did not answer on {NET.bed_ip}:{PORT} within "
-                               f"{READY_TIMEOUT:.0f} s (log {_log_file()}): {_log_tail()}")
+                               f"{READY_TIMEOUT:.0f} s (log {_log_file()}): {log_tail(_log_file())}")
         time.sleep(0.3)
     progress("checking a login with the client key")
     remaining = max(10.0, deadline - time.monotonic())
@@ -229,10 +207,10 @@ def _wait_ready(pid: int, progress: Progress) -> None:
     except FileNotFoundError:
         raise MtlEdgeError(f"devbed {NAME}: the ssh client is missing (Debian package openssh-client)") from None
     except subprocess.TimeoutExpired:
-        raise MtlEdgeError(f"devbed {NAME}: ssh login did not finish in {remaining:.0f} s: {_log_tail()}") from None
+        raise MtlEdgeError(f"devbed {NAME}: ssh login did not finish in {remaining:.0f} s: {log_tail(_log_file())}") from None
     if done.returncode != 0:
         raise MtlEdgeError(f"devbed {NAME}: ssh login with the client key failed: {done.stderr.strip()} "
-                           f"(sshd log: {_log_tail()})")
+                           f"(sshd log: {log_tail(_log_file())})")
 
 
 def _write_profile() -> Path:
@@ -315,7 +293,7 @@ def up(progress: Progress = _quiet) -> Path:
 def _down(progress: Progress) -> None:
     from mtl_edge.devbed import rootfs as rootfs_mod
 
-    state = _read_state()
+    state = read_state(_state_file())
     root = state.get("rootfs") or str(rootfs_mod.rootfs_path())
     if NET.exists():
         progress(f"stopping the processes in {NET.name}")
@@ -328,10 +306,10 @@ def _down(progress: Progress) -> None:
             except ProcessLookupError:
                 break
             for _ in range(50):
-                if not _alive(pid):
+                if not process_alive(pid):
                     break
                 time.sleep(0.1)
-            if not _alive(pid):
+            if not process_alive(pid):
                 break
     progress("unmounting and removing the namespace")
     rootfs_mod.unmount(Path(root), NAME)
@@ -351,7 +329,7 @@ def status() -> dict:
     from mtl_edge.devbed import rootfs as rootfs_mod
 
     require_root(f"devbed {NAME}")  # the state, the namespace's processes and the keys are root's
-    state = _read_state()
+    state = read_state(_state_file())
     pid = state.get("pid")
     root = state.get("rootfs") or str(rootfs_mod.rootfs_path())
     running = isinstance(pid, int) and _ours(pid, root)
