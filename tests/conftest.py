@@ -15,12 +15,17 @@ from mtl_edge.data.audio import load_audio
 FREEDESKTOP_SOUNDS = Path("/usr/share/sounds/freedesktop/stereo")
 
 
+def need(ok: bool, reason: str, on_ci: str = "CI has it: root, binfmt_misc, network namespaces, `make setup`") -> None:
+    """Skip with ``reason`` when a real component is absent here; on CI (CI=true) that is a failure instead."""
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} ({on_ci})")
+        pytest.skip(reason)
+
+
 def _require(tool: str, package: str) -> str:
     exe = shutil.which(tool)
-    if exe is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{tool} is missing on CI: install the Debian package {package} (make setup does)")
-        pytest.skip(f"{tool} not installed (Debian package {package}; `make setup` installs it)")
+    need(exe is not None, f"{tool} not installed (Debian package {package}; `make setup` installs it)")
     return exe
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _require
+from conftest import _require, need
 from mtl_edge.bench.devices import load_device
 from mtl_edge.bench.transports import RunnerTimeout, transport_for
 from mtl_edge.bench.transports.adb import AdbTransport, connect_failed, cpu_mask, parse_devices
@@ -219,7 +219,7 @@ def test_wrong_serial_is_a_clear_error(hostbed, tmp_path):
 
 
 def test_adbd_refuses_other_local_users(hostbed):
-    _need(os.geteuid() == 0, "needs root to connect as another user")
+    need(os.geteuid() == 0, "needs root to connect as another user")
     probe = ("import socket, struct, sys\n"
              "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)\n"
              "banner = b'host::'\n"
@@ -230,7 +230,7 @@ def test_adbd_refuses_other_local_users(hostbed):
              "except ConnectionResetError:\n"  # closed with our CNXN unread: the kernel resets
              "    print(0)\n")
     system_python = "/usr/bin/python3"  # readable by 'nobody' (a venv under /root is not)
-    _need(os.access(system_python, os.X_OK), "no /usr/bin/python3 to run a client as another user")
+    need(os.access(system_python, os.X_OK), "no /usr/bin/python3 to run a client as another user")
     nobody = subprocess.run([system_python, "-c", probe, str(hostbed.port)], capture_output=True, text=True,
                             timeout=30, user=65534, group=65534, extra_groups=[], cwd="/")
     assert nobody.stdout.strip() == "0", nobody.stderr  # closed (or reset) without a CNXN
@@ -401,17 +401,11 @@ def test_bench_fails_clearly_when_the_device_drops_mid_measurement(adb, export_d
 
 # ---------------------------------------------------------------------------------------------- Android bed
 
-def _need(ok: bool, reason: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must have it (root, binfmt_misc)")
-        pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
 def android_bed(adb):
-    _need(os.geteuid() == 0, "the Android test bed needs root (chroot into the arm64 rootfs, mounts, binfmt_misc)")
-    _need(Path("/proc/sys/fs/binfmt_misc").is_dir(), "this kernel has no binfmt_misc: arm64 programs cannot run")
+    need(os.geteuid() == 0, "the Android test bed needs root (chroot into the arm64 rootfs, mounts, binfmt_misc)")
+    need(Path("/proc/sys/fs/binfmt_misc").is_dir(), "this kernel has no binfmt_misc: arm64 programs cannot run")
     for tool, package in (("zstd", "zstd"), ("mmdebstrap", "mmdebstrap"), ("arch-test", "arch-test")):
         _require(tool, package)
     from mtl_edge.devbed import android

@@ -18,17 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import _require
+from conftest import _require, need
 from mtl_edge.bench.devices import load_device
 
 CLI = [sys.executable, "-m", "mtl_edge", "devbed"]
-
-
-def _need(ok: bool, reason: str) -> None:
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI must have it (root, binfmt_misc, network namespaces)")
-        pytest.skip(reason)
 
 
 def _cli(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
@@ -50,12 +43,12 @@ def _ssh(device, *remote: str, known_hosts: str | None = None, input: str | None
 
 @pytest.fixture(scope="session")
 def bed():
-    _need(os.geteuid() == 0, "the device test bed needs root (chroot, mounts, binfmt_misc, network namespaces)")
-    _need(Path("/proc/sys/fs/binfmt_misc").is_dir(), "this kernel has no binfmt_misc: arm64 programs cannot run")
+    need(os.geteuid() == 0, "the device test bed needs root (chroot, mounts, binfmt_misc, network namespaces)")
+    need(Path("/proc/sys/fs/binfmt_misc").is_dir(), "this kernel has no binfmt_misc: arm64 programs cannot run")
     from mtl_edge.devbed.netns import ip_netns_available
 
     reason = ip_netns_available()
-    _need(reason is None, f"no network namespaces: {reason}")
+    need(reason is None, f"no network namespaces: {reason}")
     for tool, package in (("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"), ("scp", "openssh-client"),
                           ("zstd", "zstd"), ("mmdebstrap", "mmdebstrap"), ("arch-test", "arch-test")):
         _require(tool, package)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need
 from mtl_edge.bench import bench, load_device, read_lines
 from mtl_edge.bench.transports import RunnerTimeout, transport_for
 from mtl_edge.errors import MtlEdgeError
@@ -30,19 +31,10 @@ SSHD = "/usr/sbin/sshd"
 TASKS = ["kws", "speaker", "scene", "instrument"]
 
 
-def _need(ok: bool, reason: str) -> None:
-    """Skip with the reason, or fail on CI (tests/conftest.py's rule: CI must not skip silently)."""
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} on CI (`make setup` installs openssh-server, openssh-client and iproute2; "
-                        "the tests run as root)")
-        pytest.skip(reason)
-
-
 def _require_sshd() -> None:
-    _need(os.geteuid() == 0, "the sshd test bed needs root (sshd switches to the logged-in user)")
-    _need(os.access(SSHD, os.X_OK), f"{SSHD} not installed (Debian package openssh-server)")
-    _need(shutil.which("ssh-keygen") is not None, "ssh-keygen not installed (Debian package openssh-client)")
+    need(os.geteuid() == 0, "the sshd test bed needs root (sshd switches to the logged-in user)")
+    need(os.access(SSHD, os.X_OK), f"{SSHD} not installed (Debian package openssh-server)")
+    need(shutil.which("ssh-keygen") is not None, "ssh-keygen not installed (Debian package openssh-client)")
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -319,7 +311,7 @@ def tiny_disk(tmp_path):
     folder.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True,
                              text=True)
-    _need(mounted.returncode == 0, f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    need(mounted.returncode == 0, f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
     try:
         yield folder
     finally:
@@ -343,13 +335,13 @@ def test_a_full_disk_is_named_and_leaves_no_half_file(sshd, tmp_path, tiny_disk)
 def netns_sshd(tmp_path):
     """sshd inside a network namespace reached through a veth pair; everything is removed afterwards."""
     _require_sshd()
-    _need(shutil.which("ip") is not None, "ip not installed (Debian package iproute2)")
+    need(shutil.which("ip") is not None, "ip not installed (Debian package iproute2)")
     tag = os.getpid() % 10_000_000
     ns, veth_host, veth_ns = f"mtlssh{tag}", f"mtlh{tag}", f"mtln{tag}"
     octet = 1 + os.getpid() % 250
     host_ip, ns_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
     made = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
-    _need(made.returncode == 0, f"cannot create a network namespace ({made.stderr.strip()})")
+    need(made.returncode == 0, f"cannot create a network namespace ({made.stderr.strip()})")
     server = None
     try:
         for argv in (["ip", "link", "add", veth_host, "type", "veth", "peer", "name", veth_ns],
