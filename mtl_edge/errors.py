@@ -15,3 +15,10 @@ class ManifestError(MtlEdgeError):
 
 class MissingSourceError(MtlEdgeError):
     """A system package the demo corpus needs is not installed."""
+
+
+class Unsupported(MtlEdgeError):
+    """What a format, precision or runtime cannot take (an op, a quantisation, an input kind).
+
+    Export records it as an ``unsupported`` artefact with the reason instead of failing the whole export.
+    """

@@ -350,7 +350,7 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
     import torch as torch_module
 
     from mtl_edge.export.runtime import runners
-    from mtl_edge.export.tflite import Unsupported
+    from mtl_edge.errors import Unsupported
 
     name = s.label.replace(":", "-")
     rel = f"{fmt}/{name}.{prec}{builder.EXTENSION}"

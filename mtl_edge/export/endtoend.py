@@ -495,7 +495,7 @@ class _OnnxBuilder:
     def build(self, graph, input_dim, precision, path, workdir, label, calibration=None, per_channel=True) -> dict:
         from mtl_edge.export import onnx as onnx_export
         from mtl_edge.export.graph import converter_message
-        from mtl_edge.export.tflite import Unsupported
+        from mtl_edge.errors import Unsupported
 
         if precision == "fp32":
             try:
@@ -554,7 +554,7 @@ class _TfliteBuilder:
     def build(self, graph, input_dim, precision, path, workdir, label, calibration=None, per_channel=True) -> dict:
         from mtl_edge.export import tflite as tflite_export
         from mtl_edge.export.graph import converter_message
-        from mtl_edge.export.tflite import Unsupported
+        from mtl_edge.errors import Unsupported
 
         if precision in _TFLITE_UNSUPPORTED:
             raise Unsupported(_TFLITE_UNSUPPORTED[precision])

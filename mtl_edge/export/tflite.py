@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtl_edge.errors import MtlEdgeError
+from mtl_edge.errors import MtlEdgeError, Unsupported
 from mtl_edge.export.graph import INPUT_NAME, ExportGraph, converter_message as _first_line
 
 EXTENSION = ".tflite"
@@ -119,10 +119,6 @@ def _fp16(fp32_path: Path, path: Path) -> None:
             compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
     result = q.quantize(enable_progress_report=False)
     path.write_bytes(result.quantized_model)
-
-
-class Unsupported(MtlEdgeError):
-    """This format/precision cannot be produced for this model (recorded as 'unsupported', not faked)."""
 
 
 def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdir: Path, label: str,

@@ -52,7 +52,7 @@ def quiet():
 def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdir: Path, label: str,
           calibration: np.ndarray | None = None, per_channel: bool = True) -> dict:
     """Write the ``precision`` artefact of ``graph`` to ``path``; return its manifest details."""
-    from mtl_edge.export.tflite import Unsupported
+    from mtl_edge.errors import Unsupported
 
     if precision in _UNSUPPORTED:
         raise Unsupported(f"torch {precision} of {label}: {_UNSUPPORTED[precision]}")
