@@ -17,6 +17,7 @@ import typer
 from mtl_edge import __version__
 from mtl_edge.devbed.cli import app as devbed_app
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.features.logmel import FeatureConfig
 
 app = typer.Typer(
     name="mtl-edge",
@@ -153,25 +154,40 @@ def data_describe(
         render_table(report)
 
 
+# Feature options shared by `data prepare` and `train`: unset means "as `data prepare` last wrote for the
+# corpus, else FeatureConfig's default", so a prepared corpus trains on exactly the features it holds.
+_AS_PREPARED = "default: as `data prepare` last wrote, else"
+NMels = Annotated[Optional[int], typer.Option("--n-mels", min=8, help=f"Mel bands ({_AS_PREPARED} {FeatureConfig.n_mels}).")]
+WinMs = Annotated[Optional[float], typer.Option("--win-ms", help=f"Analysis window in ms ({_AS_PREPARED} {FeatureConfig.win_ms:g}).")]
+HopMs = Annotated[Optional[float], typer.Option("--hop-ms", help=f"Hop in ms ({_AS_PREPARED} {FeatureConfig.hop_ms:g}).")]
+Cache = Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: CORPUS/.features).")]
+
+
+def _feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> FeatureConfig:
+    from mtl_edge.features.cache import resolve_config
+
+    return resolve_config(corpus, "features", {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}, cache)
+
+
 @data_app.command("prepare")
 @cli_command
 def data_prepare(
     corpus: Annotated[Path, typer.Argument(help="Corpus folder (with manifest.csv).")],
-    cache: Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default: CORPUS/.features).")] = None,
-    n_mels: Annotated[int, typer.Option("--n-mels", min=8, help="Mel bands.")] = 40,
-    win_ms: Annotated[float, typer.Option("--win-ms", help="Analysis window in ms.")] = 25.0,
-    hop_ms: Annotated[float, typer.Option("--hop-ms", help="Hop in ms.")] = 10.0,
+    cache: Cache = None,
+    n_mels: NMels = None,
+    win_ms: WinMs = None,
+    hop_ms: HopMs = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Feature processes.")] = 2,
     on_bad_audio: OnBadAudio = "fail",
 ):
-    """Compute and cache per-clip log-mel summary features (memory-mapped; reused until corpus or config change)."""
-    from mtl_edge.features.cache import prepare_features
-    from mtl_edge.features.logmel import FeatureConfig
+    """Compute and cache per-clip log-mel summary features (memory-mapped; reused until corpus or config change).
 
-    table = prepare_features(
-        corpus, FeatureConfig(n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms), cache_dir=cache,
-        on_bad_audio=_check_policy(on_bad_audio), workers=workers,
-    )
+    The config used is recorded as the corpus' current features: `train` then uses them."""
+    from mtl_edge.features.cache import prepare_features
+
+    cfg = _feature_config(corpus, cache, n_mels, win_ms, hop_ms)
+    table = prepare_features(corpus, cfg, cache_dir=cache, on_bad_audio=_check_policy(on_bad_audio), workers=workers,
+                             mark_current=True)
     _report_skipped(table.skipped)
     typer.echo(f"{len(table.paths)} clips x {table.features.shape[1]} features -> {table.folder}")
 
@@ -200,13 +216,29 @@ def train(
     weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    cache: Cache = None,
+    n_mels: NMels = None,
+    win_ms: WinMs = None,
+    hop_ms: HopMs = None,
 ):
-    """Train the shared multi-task DNN (and with --single the single-task baselines); print the per-task table."""
+    """Train the shared multi-task DNN (and with --single the single-task baselines); print the per-task table.
+
+    Features: those `data prepare` last wrote for the corpus, unless feature options are given."""
+    from mtl_edge.features.cache import resolve_config
     from mtl_edge.train.data import parse_tasks
+    from mtl_edge.train.models import model_entry
     from mtl_edge.train.run import render_metrics, train_run
 
     cfg = _train_config(model, hidden, seed, weighting, epochs)
-    result = train_run(corpus, parse_tasks(tasks), out, cfg, single=single, resume=resume)
+    kind = model_entry(cfg.model).input_kind
+    if kind == "features":
+        input_config = _feature_config(corpus, cache, n_mels, win_ms, hop_ms)
+    elif any(v is not None for v in (n_mels, win_ms, hop_ms)):
+        raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: --n-mels, --win-ms and --hop-ms do not apply")
+    else:
+        input_config = resolve_config(corpus, kind, cache_dir=cache)
+    result = train_run(corpus, parse_tasks(tasks), out, cfg, single=single, resume=resume, input_config=input_config,
+                       cache_dir=cache)
     render_metrics(result.metrics)
     typer.echo(f"run written to {result.folder}")
 

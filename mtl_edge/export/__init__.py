@@ -19,8 +19,12 @@ complete, so an interrupted export leaves the previous folder or nothing):
   opset/schema, inputs/outputs, source checkpoint and verification. Later stages read artefacts
   only through it (``read_manifest``, ``load_artefact``).
 
-The features are the clip-level log-mel summary vectors of the checkpoint's feature config; the
-feature extraction itself (STFT, percentiles, onset alignment) is not part of these graphs.
+The input is the model's input kind (``mtl_edge.train.models``): for a features model the clip-level
+log-mel summary vectors of the checkpoint's feature config (the feature extraction itself, STFT,
+percentiles, onset alignment, is not part of these graphs); for a waveform model the clip samples,
+input ``waveform`` [batch, samples] (the manifest's ``input``; ``testset.npz`` holds them as
+``waveforms``). Outputs of tasks without labels (reconstruction heads) are verified by their error
+relative to PyTorch's output instead of top-1 agreement.
 
 With ``end_to_end=True`` (``--end-to-end``) the multi-task model is also exported waveform in,
 answers out (``mtl_edge.export.endtoend``): ``onnx/e2e-multi.<precision>.onnx`` and
@@ -38,6 +42,7 @@ artefact.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import tempfile
@@ -146,7 +151,8 @@ def _sources(run: Path, models=None) -> tuple[list[_Source], dict]:
         if not tasks or set(tasks) - set(info.get("labels", {})):
             raise MtlEdgeError(f"{path}: checkpoint names no tasks with label lists; cannot export it")
         if "input_dim" not in info.get("build_args", {}):
-            raise MtlEdgeError(f"{path}: model {info.get('model')!r} has no input_dim; only feature-vector models export")
+            raise MtlEdgeError(f"{path}: model {info.get('model')!r} stores no input_dim in its build args; "
+                               "every registered model must (features per vector or samples per clip)")
         if label.startswith("single:") and tasks != [label.split(":", 1)[1]]:
             raise MtlEdgeError(f"{path}: a single-task baseline of {label[7:]!r} holds tasks {tasks}")
         sources.append(_Source(label, path, model, info, tasks, sha256_file(path)))
@@ -154,8 +160,9 @@ def _sources(run: Path, models=None) -> tuple[list[_Source], dict]:
     for s in sources[1:]:
         if s.info.get("feature_config") != first.info.get("feature_config"):
             raise MtlEdgeError(f"{s.path}: feature config differs from {first.path}; the run's models must share features")
-        if s.info["build_args"]["input_dim"] != first.info["build_args"]["input_dim"]:
-            raise MtlEdgeError(f"{s.path}: input size differs from {first.path}")
+        if (s.info["build_args"]["input_dim"] != first.info["build_args"]["input_dim"]
+                or s.info.get("input_kind", "features") != first.info.get("input_kind", "features")):
+            raise MtlEdgeError(f"{s.path}: input kind or size differs from {first.path}")
     return sources, config
 
 
@@ -211,10 +218,10 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     from mtl_edge.export.graph import export_graph, parameter_count
     from mtl_edge.export.plot import pareto_plot
     from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
-    from mtl_edge.export.verify import render_markdown, verify_artefact
-    from mtl_edge.features.cache import prepare_features
-    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.export.verify import render_markdown
+    from mtl_edge.features.inputs import config_from_json
     from mtl_edge.progress import progress_bar
+    from mtl_edge.tasks import specs_from_checkpoint
     from mtl_edge.train.data import load_task_data
     from mtl_edge.train.trainer import predict
 
@@ -224,7 +231,11 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     run = Path(run)
     out = Path(out) if out is not None else run / "export"
     sources, config = _sources(run, models)
+    input_kind = sources[0].info.get("input_kind", "features")
     e2e_formats = [f for f in formats if f in E2E_FORMATS] if end_to_end else []
+    if end_to_end and input_kind != "features":
+        raise MtlEdgeError(f"--end-to-end adds the feature front-end to a features model; this run's models take "
+                           f"{input_kind} input already")
     if end_to_end:
         if not any(s.label == "multi" for s in sources):
             raise MtlEdgeError("--end-to-end exports the multi-task model waveform in; include multi in --models")
@@ -235,9 +246,11 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
 
     # The data: always with the checkpoint's feature config and label lists.
     corpus = Path(config.get("corpus", ""))
-    feature_config = FeatureConfig.from_json(sources[0].info["feature_config"])
+    feature_config = config_from_json(sources[0].info["feature_config"])
     labels: dict[str, list[str]] = {}
+    specs: dict = {}
     for s in sources:
+        specs.update(specs_from_checkpoint(s.info))
         for t in s.tasks:
             if t in labels and labels[t] != list(s.info["labels"][t]):
                 raise MtlEdgeError(f"{s.path}: labels of {t!r} differ from another checkpoint of the run")
@@ -248,8 +261,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     if data.input_dim != input_dim:
         raise MtlEdgeError(f"the corpus gives {data.input_dim} features with the checkpoint's feature config, "
                            f"the model takes {input_dim}")
-    table = prepare_features(corpus, feature_config, workers=workers)
-    testset = build_testset(data, list(table.paths))
+    testset = build_testset(data)
     calibration = {s.label: calibration_rows(data, s.tasks, calibration_size, seed) for s in sources}
     builders = {"onnx": onnx_export, "tflite": tflite_export, "torch": torch_export}
     jobs = [(s, fmt, prec) for s in sources for fmt in formats for prec in precisions]
@@ -259,17 +271,20 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
         waveforms = load_waveforms(corpus, testset.paths, feature_config)
         testset.extra.update(waveforms=waveforms, sample_rate=np.int64(feature_config.sample_rate))
 
+    # what every artefact is verified and timed on: the model inputs of the test clips (features or waveforms)
+    model_inputs = dataclasses.replace(testset, features=testset.extra["waveforms"]) if input_kind == "waveform" else testset
     artefacts: list[dict] = []
     with atomic.atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtl-edge-export-") as work:
         work = Path(work)
+        ctx = _Context(tmp, work, model_inputs, limits, allow_degraded, latency_runs, not per_tensor)
         write_testset(testset, tmp / TESTSET)
         atomic.write_json(tmp / CALIBRATION, {
             "split": "train", "seed": seed, "size": calibration_size, "corpus": str(corpus),
             "feature_config": feature_config.to_json(),
             "note": "rows of the corpus feature cache (the feature matrix of load_task_data) used for static int8",
             "models": calibration}, sort_keys=False)
-        references = {s.label: predict(s.model, testset.features) for s in sources}
-        graphs = {s.label: export_graph(s.model, s.tasks, input_dim, s.label) for s in sources}
+        references = {s.label: predict(s.model, model_inputs.features) for s in sources}
+        graphs = {s.label: export_graph(s.model, s.tasks, input_dim, s.label, input_kind) for s in sources}
         bar = progress_bar() if progress else None
         if bar:
             bar.start()
@@ -278,9 +293,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             for s, fmt, prec in jobs:
                 if bar:
                     bar.update(task_id, description=f"{s.label} {fmt} {prec}")
-                artefacts.append(_one(s, fmt, prec, builders[fmt], graphs[s.label], input_dim, tmp, work, testset,
-                                      references[s.label], data.features[calibration[s.label]], not per_tensor,
-                                      limits, allow_degraded, latency_runs, parameter_count(s.model), verify_artefact))
+                artefacts.append(_one(s, fmt, prec, builders[fmt], graphs[s.label], input_dim, ctx, references[s.label],
+                                      data.inputs[calibration[s.label]], parameter_count(s.model)))
                 if bar:
                     bar.advance(task_id)
         finally:
@@ -295,7 +309,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
 
                 stderr.print(msg, markup=False, highlight=False)
 
-            crosscheck(tflite_runtime, artefacts, tmp, work, testset.features, references, warn)
+            crosscheck(tflite_runtime, artefacts, tmp, work, model_inputs.features, references, warn)
 
         e2e = None
         if end_to_end:
@@ -303,9 +317,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
 
             multi = next(s for s in sources if s.label == "multi")
             e2e = EndToEnd(feature_config, graphs["multi"], waveforms, work)
-            artefacts += _end_to_end(e2e, [(f, p) for f in e2e_formats for p in precisions], multi, artefacts, tmp,
-                                     work, testset, limits, allow_degraded, latency_runs, parameter_count(multi.model),
-                                     verify_artefact, data.features[calibration["multi"]], not per_tensor, progress)
+            artefacts += _end_to_end(e2e, [(f, p) for f in e2e_formats for p in precisions], multi, artefacts, ctx,
+                                     parameter_count(multi.model), data.inputs[calibration["multi"]], progress)
 
         verification = {"thresholds": limits, "testset": TESTSET,
                         "artefacts": [{k: a.get(k) for k in ("path", "model", "format", "precision", "status", "reason",
@@ -326,8 +339,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "tasks": all_tasks,
             "labels": labels,
             "feature_config": feature_config.to_json(),
-            "input": {"name": "features", "dtype": "float32", "features": input_dim,
-                      "description": "clip-level log-mel summary vector (mtl_edge.features.logmel) of the feature_config"},
+            "input": _input_record(input_kind, input_dim, feature_config),
+            "task_specs": {t: specs[t].to_json() for t in all_tasks},
             "testset": TESTSET,
             "testset_contents": testset.keys(),
             "calibration": CALIBRATION,
@@ -344,12 +357,34 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     return ExportResult(out, manifest, artefacts)
 
 
-def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder: Path, work: Path, testset,
-         reference: dict, calibration: np.ndarray, per_channel: bool, limits: dict, allow_degraded: bool,
-         latency_runs: int, parameters: int, verify_artefact) -> dict:
+@dataclass(frozen=True)
+class _Context:
+    """What every artefact of one export shares: where it goes, what it is verified and timed on, the limits."""
+
+    folder: Path
+    work: Path
+    testset: object  # a TestSet whose ``features`` are the model inputs (summary features or waveforms)
+    limits: dict
+    allow_degraded: bool
+    latency_runs: int
+    per_channel: bool
+
+
+def _input_record(kind: str, input_dim: int, cfg) -> dict:
+    if kind == "waveform":
+        return {"name": "waveform", "dtype": "float32", "shape": ["batch", input_dim], "samples": input_dim,
+                "sample_rate": cfg.sample_rate, "description": "the clip's samples in [-1, 1] (mtl_edge.features.waveform)"}
+    return {"name": "features", "dtype": "float32", "features": input_dim,
+            "description": "clip-level log-mel summary vector (mtl_edge.features.logmel) of the feature_config"}
+
+
+def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, ctx: _Context, reference: dict,
+         calibration: np.ndarray, parameters: int) -> dict:
+    """Build, verify and time one artefact; an ``Unsupported`` conversion becomes an entry saying why."""
     import torch as torch_module
 
     from mtl_edge.export.runtime import runners
+    from mtl_edge.export.verify import verify_artefact
     from mtl_edge.errors import Unsupported
 
     name = s.label.replace(":", "-")
@@ -357,12 +392,12 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
     entry = {"path": rel, "model": s.label, "tasks": s.tasks, "format": fmt, "precision": prec,
              "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters,
              "end_to_end": s.label.startswith(E2E_PREFIX)}
-    (folder / fmt).mkdir(exist_ok=True)
-    target = folder / rel
+    (ctx.folder / fmt).mkdir(exist_ok=True)
+    target = ctx.folder / rel
     try:
         with atomic.atomic_path(target) as tmp_file:
-            details = builder.build(graph, input_dim, prec, tmp_file, work, s.label,
-                                    calibration=calibration if prec == "int8" else None, per_channel=per_channel)
+            details = builder.build(graph, input_dim, prec, tmp_file, ctx.work, s.label,
+                                    calibration=calibration if prec == "int8" else None, per_channel=ctx.per_channel)
     except Unsupported as exc:
         return {**entry, "path": None, "sha256": None, "bytes": None, "status": "unsupported", "reason": str(exc),
                 "quantization": None, "inputs": None, "outputs": None, "verification": None, "latency": None}
@@ -370,10 +405,10 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
         details["quantization"]["calibration"] = {"file": CALIBRATION, "model": s.label, "rows": len(calibration)}
     torch_threads = torch_module.get_num_threads() if fmt == "torch" else None  # the torch runner sets them
     try:
-        record = verify_artefact(fmt, target, reference, testset, s.tasks, prec, limits, allow_degraded,
+        record = verify_artefact(fmt, target, reference, ctx.testset, s.tasks, prec, ctx.limits, ctx.allow_degraded,
                                  artefact=f"{rel} ({s.label}, {fmt} {prec})")
         _, call = runners(fmt, target, threads=1)
-        latency = measure_latency(call, testset.features[0], runs=latency_runs)
+        latency = measure_latency(call, ctx.testset.features[0], runs=ctx.latency_runs)
     finally:
         if torch_threads is not None and torch_module.get_num_threads() != torch_threads:
             torch_module.set_num_threads(torch_threads)
@@ -384,21 +419,18 @@ def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, folder
             "verification": record, "latency": {"runtime": _LATENCY_RUNTIME[fmt], **latency}}
 
 
-def _end_to_end(e2e, jobs: list[tuple[str, str]], multi: _Source, artefacts: list[dict], folder: Path, work: Path,
-                testset, limits: dict, allow_degraded: bool, latency_runs: int, parameters: int, verify_artefact,
-                calibration: np.ndarray, per_channel: bool, progress: bool) -> list[dict]:
+def _end_to_end(e2e, jobs: list[tuple[str, str]], multi: _Source, artefacts: list[dict], ctx: _Context,
+                parameters: int, calibration: np.ndarray, progress: bool) -> list[dict]:
     """The waveform-in artefacts of the multi-task model, verified on the test waveforms.
 
     The reference logits are the PyTorch model on ``logmel.extract`` of the same waveforms (the
     training front-end), so an artefact's agreement covers its front-end and its network together.
     """
-    import dataclasses
-
     from mtl_edge.progress import progress_bar
     from mtl_edge.train.trainer import predict
 
     source = dataclasses.replace(multi, label=f"{E2E_PREFIX}{multi.label}")
-    waves = dataclasses.replace(testset, features=e2e.waveforms)  # same rows and tasks, waveforms in
+    waves = dataclasses.replace(ctx, testset=dataclasses.replace(ctx.testset, features=e2e.waveforms))  # waveforms in
     reference = predict(multi.model, e2e.features)
     out = []
     bar = progress_bar() if progress else None
@@ -410,9 +442,8 @@ def _end_to_end(e2e, jobs: list[tuple[str, str]], multi: _Source, artefacts: lis
             if bar:
                 bar.update(task_id, description=f"{source.label} {fmt} {prec}")
             network = {a["precision"]: a for a in artefacts if a["model"] == multi.label and a["format"] == fmt}
-            entry = _one(source, fmt, prec, e2e.builder(fmt, folder, network), e2e.graph, e2e.n_samples, folder, work,
-                         waves, reference, calibration, per_channel, limits, allow_degraded, latency_runs, parameters,
-                         verify_artefact)
+            entry = _one(source, fmt, prec, e2e.builder(fmt, ctx.folder, network), e2e.graph, e2e.n_samples, waves,
+                         reference, calibration, parameters)
             entry["input"] = e2e.input_record()
             entry["frontend_parity"] = e2e.frontend_parity(fmt, prec) if entry["status"] != "unsupported" else None
             cal = (entry.get("quantization") or {}).get("calibration")

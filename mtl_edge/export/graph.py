@@ -1,8 +1,9 @@
-"""The module that every exporter converts: ``features`` [batch, F] float32 in, one logits tensor per task out.
+"""The module that every exporter converts: one [batch, D] float32 input, one output tensor per task.
 
-A checkpoint's model is wrapped so that (1) the graph input is named ``features`` (the argument
-name becomes the ONNX input and the TFLite signature input) and (2) the outputs are a dict in the
-checkpoint's task order (ONNX output names and TFLite signature output names are the task names).
+A checkpoint's model is wrapped so that (1) the graph input is named after the model's input kind,
+``features`` [batch, F] or ``waveform`` [batch, samples] (the argument name becomes the ONNX input
+and the TFLite signature input) and (2) the outputs are a dict in the checkpoint's task order (ONNX
+output names and TFLite signature output names are the task names).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from torch import nn
 from mtl_edge.errors import MtlEdgeError
 
 INPUT_NAME = "features"
+INPUT_NAMES = {"features": "features", "waveform": "waveform"}  # model input kind -> graph input name
 
 
 class ExportGraph(nn.Module):
-    """``forward(features) -> {task: logits}`` in the given task order (eval mode, no dropout)."""
+    """``forward(features) -> {task: output}`` in the given task order (eval mode, no dropout)."""
+
+    input_name = INPUT_NAME
 
     def __init__(self, model: nn.Module, tasks: list[str]):
         super().__init__()
@@ -31,14 +35,26 @@ class ExportGraph(nn.Module):
         return {task: out[task] for task in self.tasks}
 
 
-def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str) -> ExportGraph:
-    """Wrap ``model`` and check once, in PyTorch, that it takes [batch, F] and returns every task."""
-    graph = ExportGraph(model, tasks).eval()
+class WaveformExportGraph(ExportGraph):
+    """``forward(waveform) -> {task: output}``: the same graph for a model that reads samples."""
+
+    input_name = INPUT_NAMES["waveform"]
+
+    def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(waveform)
+        return {task: out[task] for task in self.tasks}
+
+
+def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str, input_kind: str = "features") -> ExportGraph:
+    """Wrap ``model`` and check once, in PyTorch, that it takes [batch, D] and returns every task."""
+    if input_kind not in INPUT_NAMES:
+        raise MtlEdgeError(f"{label}: no export graph for input kind {input_kind!r}")
+    graph = (WaveformExportGraph if input_kind == "waveform" else ExportGraph)(model, tasks).eval()
     with torch.no_grad():
         try:
             out = graph.model(torch.zeros(2, input_dim))
         except Exception as exc:  # a model of another family / input layout
-            raise MtlEdgeError(f"{label}: the model does not take [batch, {input_dim}] features: "
+            raise MtlEdgeError(f"{label}: the model does not take [batch, {input_dim}] {input_kind}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(out, dict) or set(tasks) - set(out):
         got = sorted(out) if isinstance(out, dict) else type(out).__name__

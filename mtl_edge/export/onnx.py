@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export.graph import INPUT_NAME, ExportGraph, converter_message as _first_line
+from mtl_edge.export.graph import ExportGraph, converter_message as _first_line
 
 EXTENSION = ".onnx"
 _DTYPES = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64"}
@@ -49,8 +49,8 @@ def export_fp32(graph: ExportGraph, input_dim: int, path: Path, label: str) -> N
     try:
         with _quiet():
             torch.onnx.export(graph, (torch.zeros(2, input_dim),), str(path), dynamo=True, external_data=False,
-                              input_names=[INPUT_NAME], output_names=list(graph.tasks),
-                              dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}})
+                              input_names=[graph.input_name], output_names=list(graph.tasks),
+                              dynamic_shapes={graph.input_name: {0: torch.export.Dim("batch")}})
     except Exception as exc:
         raise MtlEdgeError(f"onnx export of {label} failed (an op ONNX cannot take?): {_first_line(exc)}") from None
 
@@ -58,8 +58,8 @@ def export_fp32(graph: ExportGraph, input_dim: int, path: Path, label: str) -> N
 class _Reader:
     """onnxruntime CalibrationDataReader over a fixed feature matrix, in fixed-size batches."""
 
-    def __init__(self, features: np.ndarray, batch: int = 64):
-        self._batches = iter([{INPUT_NAME: np.ascontiguousarray(features[i:i + batch], dtype=np.float32)}
+    def __init__(self, features: np.ndarray, input_name: str, batch: int = 64):
+        self._batches = iter([{input_name: np.ascontiguousarray(features[i:i + batch], dtype=np.float32)}
                               for i in range(0, len(features), batch)])
 
     def get_next(self):
@@ -102,7 +102,7 @@ def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdi
                 elif precision == "int8":
                     if calibration is None:
                         raise MtlEdgeError("static int8 needs calibration features")
-                    quantize_static(str(pre), str(path), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                    quantize_static(str(pre), str(path), _Reader(calibration, graph.input_name), quant_format=QuantFormat.QDQ,
                                     per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
                     quant = {"scheme": "static int8 QDQ (MinMax calibration)", "per_channel": per_channel,
                              "calibration": None}  # the caller fills in the calibration file

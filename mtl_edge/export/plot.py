@@ -27,12 +27,12 @@ def _points(artefacts: list[dict], tasks: list[str]):
         if a["status"] == "unsupported" or not a.get("verification"):
             continue
         for t, e in a["verification"]["tasks"].items():
-            if e["accuracy"] is not None and t in per_task:
-                per_task[t].append((a, e["accuracy"], a["latency"]["median_ms"], a["bytes"] / 1024))
+            if e.get("accuracy") is not None and t in per_task:
+                per_task[t].append((a, e.get("accuracy"), a["latency"]["median_ms"], a["bytes"] / 1024))
     combined = []
     for a in artefacts:
         if a["model"] in ("multi", "e2e:multi") and a["status"] != "unsupported" and a.get("verification"):
-            accs = [e["accuracy"] for e in a["verification"]["tasks"].values() if e["accuracy"] is not None]
+            accs = [e.get("accuracy") for e in a["verification"]["tasks"].values() if e.get("accuracy") is not None]
             combined.append(("e2e" if _is_e2e(a) else "multi", a, sum(accs) / len(accs), a["latency"]["median_ms"],
                              a["bytes"] / 1024))
     groups: dict = {}
@@ -41,7 +41,7 @@ def _points(artefacts: list[dict], tasks: list[str]):
             groups.setdefault((a["format"], a["precision"]), []).append(a)
     for (fmt, prec), group in groups.items():
         if len(group) == len(tasks):
-            accs = [next(iter(a["verification"]["tasks"].values()))["accuracy"] or 0.0 for a in group]
+            accs = [next(iter(a["verification"]["tasks"].values())).get("accuracy") or 0.0 for a in group]
             combined.append(("singles", group[0], sum(accs) / len(accs), sum(a["latency"]["median_ms"] for a in group),
                              sum(a["bytes"] for a in group) / 1024))
     return per_task, combined

@@ -10,8 +10,11 @@
 - ``labels__<task>``: int64, the label id of each of those samples (-1: a label the model does not know);
 - ``label_names__<task>``: str, the label names (id = index).
 
-- with ``--end-to-end``: ``waveforms`` (float32 [N, samples], the test clips at ``sample_rate``) for the
-  waveform-in graphs.
+- with ``--end-to-end``, or for a model that takes waveforms: ``waveforms`` (float32 [N, samples], the
+  test clips at ``sample_rate``), the input of the waveform-in graphs (``features`` is then [N, 0] for
+  a waveform model: it has no summary features).
+
+A task without labels (a reconstruction head) has every test clip as its rows and -1 labels.
 
 Readers must ignore keys they do not know (``TestSet.extra`` keeps them).
 
@@ -58,8 +61,10 @@ class TestSet:
         return keys + sorted(self.extra)
 
 
-def build_testset(data, clip_paths: list[str], split: str = "test") -> TestSet:
-    """The ``split`` samples of every task of ``data`` (a TaskData) as one compact feature matrix."""
+def build_testset(data, clip_paths: list[str] | None = None, split: str = "test") -> TestSet:
+    """The ``split`` samples of every task of ``data`` (a TaskData) as one compact input matrix
+    (``features``, or ``waveforms`` for a waveform model); ``clip_paths`` default to ``data.paths``."""
+    clip_paths = data.paths if clip_paths is None else clip_paths
     used = np.unique(np.concatenate([t.rows[split] for t in data.tasks.values()])).astype(np.int64)
     if len(used) == 0:
         raise MtlEdgeError(f"{data.corpus}: the {split} split is empty; nothing to verify an export on")
@@ -70,8 +75,12 @@ def build_testset(data, clip_paths: list[str], split: str = "test") -> TestSet:
             raise MtlEdgeError(f"task {name!r} has no {split} examples in {data.corpus}; nothing to verify it on")
         tasks[name] = TaskTest(np.array([position[int(r)] for r in t.rows[split]], dtype=np.int64),
                                np.asarray(t.targets[split], dtype=np.int64), list(t.labels))
-    return TestSet(np.ascontiguousarray(data.features[used], dtype=np.float32),
-                   [clip_paths[int(r)] for r in used], used, tasks)
+    inputs = np.ascontiguousarray(data.inputs[used], dtype=np.float32)
+    paths = [clip_paths[int(r)] for r in used]
+    if data.input_kind == "waveform":
+        extra = {"waveforms": inputs, "sample_rate": np.int64(data.feature_config["sample_rate"])}
+        return TestSet(np.zeros((len(used), 0), dtype=np.float32), paths, used, tasks, extra)
+    return TestSet(inputs, paths, used, tasks)
 
 
 def write_testset(ts: TestSet, path: str | Path) -> None:

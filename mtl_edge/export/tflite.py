@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mtl_edge.errors import MtlEdgeError, Unsupported
-from mtl_edge.export.graph import INPUT_NAME, ExportGraph, converter_message as _first_line
+from mtl_edge.export.graph import ExportGraph, converter_message as _first_line
 
 EXTENSION = ".tflite"
 SIGNATURE = "serving_default"
@@ -75,14 +75,14 @@ def _quiet():
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old
 
 
-def _sample(input_dim: int) -> dict[str, torch.Tensor]:
-    return {INPUT_NAME: torch.zeros(BATCH, input_dim)}
+def _sample(input_dim: int, name: str) -> dict[str, torch.Tensor]:
+    return {name: torch.zeros(BATCH, input_dim)}
 
 
-def _convert(module, input_dim: int, path: Path, quant_config=None) -> None:
+def _convert(module, input_dim: int, path: Path, name: str, quant_config=None) -> None:
     import litert_torch
 
-    edge = litert_torch.convert(module, sample_kwargs=_sample(input_dim), quant_config=quant_config)
+    edge = litert_torch.convert(module, sample_kwargs=_sample(input_dim, name), quant_config=quant_config)
     edge.export(str(path))
 
 
@@ -94,17 +94,18 @@ def _pt2e(graph: ExportGraph, input_dim: int, path: Path, *, dynamic: bool, per_
 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic))
-    module = torch.export.export(graph, (), _sample(input_dim)).module()
+    name = graph.input_name
+    module = torch.export.export(graph, (), _sample(input_dim, name)).module()
     module = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         if calibration is not None:
             for row in calibration:  # the graph has batch 1
-                module(features=torch.from_numpy(np.ascontiguousarray(row[None], dtype=np.float32)))
+                module(**{name: torch.from_numpy(np.ascontiguousarray(row[None], dtype=np.float32))})
         else:
-            module(**_sample(input_dim))  # per-channel weight observers need one pass
+            module(**_sample(input_dim, name))  # per-channel weight observers need one pass
     module = convert_pt2e(module, fold_quantize=False)
     move_exported_model_to_eval(module)
-    _convert(module, input_dim, path, quant_config.QuantConfig(pt2e_quantizer=quantizer))
+    _convert(module, input_dim, path, name, quant_config.QuantConfig(pt2e_quantizer=quantizer))
 
 
 def _fp16(fp32_path: Path, path: Path) -> None:
@@ -128,7 +129,7 @@ def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdi
     try:
         with _quiet():
             if precision in ("fp32", "fp16") and not base.exists():
-                _convert(graph, input_dim, base)
+                _convert(graph, input_dim, base, graph.input_name)
             if precision == "fp32":
                 path.write_bytes(base.read_bytes())
                 quant = {"scheme": "none", "per_channel": None, "calibration": None}

@@ -59,7 +59,7 @@ def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdi
     if precision != "fp32":
         raise MtlEdgeError(f"unknown precision {precision!r}")
     tasks = list(graph.tasks)
-    meta = {"input": INPUT_NAME, "input_features": int(input_dim), "outputs": tasks,
+    meta = {"input": graph.input_name, "input_features": int(input_dim), "outputs": tasks,
             "returns": "dict {task: float32 logits [batch, labels]} in task order", "torch_version": torch.__version__}
     try:
         with quiet(), torch.no_grad():
@@ -101,5 +101,5 @@ def describe(path: Path) -> dict:
     if not isinstance(out, dict):
         raise MtlEdgeError(f"{path}: forward returns {type(out).__name__}, not a dict of task logits")
     return {"inputs": [{"name": meta.get("input", INPUT_NAME), "shape": ["batch", int(features)], "dtype": "float32"}],
-            "outputs": [{"name": k, "shape": ["batch", int(v.shape[-1])], "dtype": str(v.dtype).removeprefix("torch.")}
+            "outputs": [{"name": k, "shape": ["batch", *(int(d) for d in v.shape[1:])], "dtype": str(v.dtype).removeprefix("torch.")}
                         for k, v in out.items()]}

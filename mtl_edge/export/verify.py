@@ -5,6 +5,10 @@ with a label unknown to the model are left out of accuracy), the largest absolut
 difference. An artefact fails when its outputs are not the model's tasks in order, when a task's
 agreement is below the precision's threshold, or when an int8 artefact loses more than
 ``accuracy_drop`` accuracy against the float32 PyTorch model.
+
+A task without labels (a reconstruction head: its test set entry has no label names) has no top-1:
+its output is checked by the RMS of the difference relative to the RMS of PyTorch's output, at most
+``rms_<precision>`` (1e-4 at fp32).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import numpy as np
 from mtl_edge.errors import MtlEdgeError
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "int8-dynamic": 0.95, "int8": 0.95,
-                                        "accuracy_drop": 0.02}
+                                        "accuracy_drop": 0.02,
+                                        "rms_fp32": 1e-4, "rms_fp16": 1e-2, "rms_int8-dynamic": 0.1, "rms_int8": 0.1}
 
 
 def resolve_thresholds(thresholds: dict | None) -> dict[str, float]:
@@ -38,6 +43,9 @@ def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: 
     for task in tasks:
         tt = testset.tasks[task]
         ref = reference[task][tt.rows]
+        if not tt.label_names:  # no labels: an output compared by its relative error, not by top-1
+            per_task[task] = _compare_unlabelled(outputs.get(task), ref, tt.rows)
+            continue
         if task not in outputs:
             per_task[task] = {"n": int(len(tt.rows)), "agreement": 0.0, "accuracy": None,
                               "torch_accuracy": _accuracy(ref.argmax(1), tt.labels), "max_abs_diff": None,
@@ -57,6 +65,21 @@ def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: 
     return {"rows": int(len(testset)), "output_order": list(output_order), "tasks": per_task}
 
 
+def _compare_unlabelled(output, ref: np.ndarray, rows: np.ndarray) -> dict:
+    entry = {"n": int(len(rows)), "relative_rms_error": None, "max_abs_diff": None}
+    if output is None:
+        return {**entry, "error": "no output of this name"}
+    got = np.asarray(output, dtype=np.float32)[rows]
+    if got.shape != ref.shape:
+        return {**entry, "error": f"shape {list(got.shape[1:])} != {list(ref.shape[1:])}"}
+    if not np.isfinite(got).all():
+        return {**entry, "error": "non-finite outputs"}
+    diff = got.astype(np.float64) - ref
+    scale = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) or 1.0
+    return {**entry, "relative_rms_error": float(np.sqrt(np.mean(diff ** 2)) / scale),
+            "max_abs_diff": float(np.abs(diff).max()) if diff.size else 0.0}
+
+
 def failures(verification: dict, tasks: list[str], precision: str, thresholds: dict[str, float], artefact: str) -> list[str]:
     """Clean messages naming the artefact, task, value and threshold for every failed check."""
     msgs = []
@@ -66,6 +89,12 @@ def failures(verification: dict, tasks: list[str], precision: str, thresholds: d
     for task, e in verification["tasks"].items():
         if e.get("error"):
             msgs.append(f"{artefact}: task {task!r}: {e['error']}")
+        if "relative_rms_error" in e:
+            limit = thresholds[f"rms_{precision}"]
+            if e["relative_rms_error"] is not None and e["relative_rms_error"] > limit:
+                msgs.append(f"{artefact}: task {task!r} output differs from PyTorch by {e['relative_rms_error']:.2e} "
+                            f"relative RMS, above the {precision} threshold {limit:.0e}")
+            continue
         if e["agreement"] < floor:
             msgs.append(f"{artefact}: task {task!r} top-1 agreement with PyTorch {e['agreement']:.3f} "
                         f"is below the {precision} threshold {floor:.3f}")
@@ -99,6 +128,8 @@ def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, t
     record["problems"] = problems
     record["thresholds"] = {"agreement": thresholds[precision], "accuracy_drop": thresholds["accuracy_drop"]
                             if precision.startswith("int8") else None}
+    if any("relative_rms_error" in e for e in record["tasks"].values()):
+        record["thresholds"]["relative_rms_error"] = thresholds[f"rms_{precision}"]
     return record
 
 
@@ -136,9 +167,12 @@ def render_markdown(rows: list[dict]) -> str:
                          f"- | - | - | - | - | - | - | - | - | - |")
             continue
         for task, e in ver["tasks"].items():
-            dacc = None if e["accuracy"] is None or e["torch_accuracy"] is None else e["accuracy"] - e["torch_accuracy"]
+            acc, torch_acc = e.get("accuracy"), e.get("torch_accuracy")
+            dacc = None if acc is None or torch_acc is None else acc - torch_acc
+            agreement = (f(e["agreement"]) if "agreement" in e  # a reconstruction output: its relative RMS error
+                         else f"rms {f(e.get('relative_rms_error'), '{:.1e}')}")
             lines.append(f"| {a['path']} | {a['model']} | {a['format']} | {a['precision']} | {a['status']} | {task} | {e['n']} | "
-                         f"{f(e['agreement'])} | {f(e['accuracy'])} | {f(e['torch_accuracy'])} | {f(dacc, '{:+.3f}')} | "
+                         f"{agreement} | {f(acc)} | {f(torch_acc)} | {f(dacc, '{:+.3f}')} | "
                          f"{f(e['max_abs_diff'], '{:.2e}')} | {a['bytes'] / 1024:.1f} | {a.get('parameters', '-')} | {f(lat, '{:.4f}')} |")
     notes = [f"- {a['model']} {a['format']} {a['precision']}: {a['status']}: {a.get('reason')}"
              for a in rows if a["status"] != "ok"]

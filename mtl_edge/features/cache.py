@@ -6,6 +6,11 @@ Layout of a cache entry ``CACHE/<key>/`` (default ``CACHE`` = ``CORPUS/.features
 - ``paths.json``: the clip paths (relative to the corpus) of the rows, sorted;
 - ``meta.json``: the config, the corpus fingerprint, the feature names, the skipped files.
 
+The inputs are those of a model input kind (``mtl_edge.features.inputs``): log-mel summary vectors
+(``FeatureConfig``) or fixed-length waveforms (``WaveformConfig``). ``CACHE/current.json`` records,
+per kind, the config that ``mtl-edge data prepare`` last wrote, so that ``train`` uses those features
+(``current_config``, ``resolve_config``) instead of recomputing them with other defaults.
+
 The key hashes the manifest bytes, each audio file's size and mtime_ns (cheap: no audio is read)
 and the feature config, so an edited manifest, a replaced audio file or another config gives
 another entry, and an unchanged corpus reuses its entry without computing anything.
@@ -32,11 +37,11 @@ from mtl_edge import atomic
 from mtl_edge.data.audio import BAD_AUDIO_POLICIES, load_or_skip
 from mtl_edge.data.manifest import MANIFEST_NAME, read_manifest
 from mtl_edge.errors import AudioError
-from mtl_edge.features import logmel
-from mtl_edge.features.logmel import FeatureConfig, feature_names
+from mtl_edge.features.inputs import CACHE_FORMATS, InputConfig, config_from_json, extract_clips, input_kind, input_names
+from mtl_edge.features.logmel import FeatureConfig
 
-# Bump when the feature code changes its output for the same config: old entries stop matching.
-CACHE_FORMAT = "logmel-summary-v1"
+CACHE_FORMAT = CACHE_FORMATS["features"]
+CURRENT = "current.json"
 CACHE_FOLDER = ".features"
 CHUNK = 32  # clips per unit of work; fixed, so that serial and parallel runs batch identically
 
@@ -50,7 +55,7 @@ class FeatureTable:
     folder: Path
     skipped: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
-    config: FeatureConfig = field(default_factory=FeatureConfig)
+    config: InputConfig = field(default_factory=FeatureConfig)
     reused: bool = False  # True when read from an existing cache entry
 
     def __len__(self) -> int:
@@ -80,26 +85,29 @@ def corpus_fingerprint(root: Path, manifest_bytes: bytes, paths: list[str]) -> s
     return h.hexdigest()
 
 
-def cache_key(fingerprint: str, cfg: FeatureConfig) -> str:
+def cache_key(fingerprint: str, cfg: InputConfig) -> str:
     """Entry name: corpus fingerprint + config JSON + code format, hashed."""
-    blob = json.dumps({"corpus": fingerprint, "config": cfg.to_json(), "format": CACHE_FORMAT}, sort_keys=True)
+    blob = json.dumps({"corpus": fingerprint, "config": cfg.to_json(), "format": CACHE_FORMATS[input_kind(cfg)]},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def prepare_features(
     corpus: str | Path,
-    cfg: FeatureConfig = FeatureConfig(),
+    cfg: InputConfig = FeatureConfig(),
     cache_dir: str | Path | None = None,
     on_bad_audio: str = "fail",
     workers: int = 1,
     progress: bool = True,
     force: bool = False,
+    mark_current: bool = False,
 ) -> FeatureTable:
     """Features of every clip in ``corpus`` (unique manifest paths, sorted), from cache when valid.
 
     ``on_bad_audio="fail"`` raises AudioError naming the first bad file; ``"skip"`` leaves bad
     files out of ``.paths`` and lists their problems in ``.skipped``. ``workers`` > 1 spreads
-    the clips over processes; the result is bit-identical to ``workers=1``.
+    the clips over processes; the result is bit-identical to ``workers=1``. ``mark_current``
+    records ``cfg`` in ``current.json`` as the features later stages use (``data prepare`` does).
     """
     if on_bad_audio not in BAD_AUDIO_POLICIES:
         raise ValueError(f"on_bad_audio must be one of {BAD_AUDIO_POLICIES}, not {on_bad_audio!r}")
@@ -112,25 +120,61 @@ def prepare_features(
     paths = sorted({r.path for r in manifest.rows})
     fingerprint = corpus_fingerprint(root, _manifest_file(corpus).read_bytes(), paths)
     key = cache_key(fingerprint, cfg)
-    folder = Path(cache_dir if cache_dir is not None else root / CACHE_FOLDER) / key
+    cache_root = Path(cache_dir if cache_dir is not None else root / CACHE_FOLDER)
+    folder = cache_root / key
 
-    if not force:
+    table = None if force else _open_entry(folder, key, cfg)
+    if table is not None:
+        if table.skipped and on_bad_audio == "fail":
+            raise AudioError(f"{table.skipped[0]} (use --on-bad-audio skip to leave such files out)")
+    else:
+        with atomic.atomic_dir(folder) as tmp:
+            _build_entry(tmp, root, paths, cfg, on_bad_audio, workers, progress, key, fingerprint)
         table = _open_entry(folder, key, cfg)
-        if table is not None:
-            if table.skipped and on_bad_audio == "fail":
-                raise AudioError(f"{table.skipped[0]} (use --on-bad-audio skip to leave such files out)")
-            return table
-
-    with atomic.atomic_dir(folder) as tmp:
-        _build_entry(tmp, root, paths, cfg, on_bad_audio, workers, progress, key, fingerprint)
-    table = _open_entry(folder, key, cfg)
-    if table is None:  # pragma: no cover - we just wrote it
-        raise RuntimeError(f"{folder}: freshly written feature cache does not read back")
-    table.reused = False
+        if table is None:  # pragma: no cover - we just wrote it
+            raise RuntimeError(f"{folder}: freshly written feature cache does not read back")
+        table.reused = False
+    if mark_current:
+        current = _read_current(cache_root)
+        current[input_kind(cfg)] = {"config": cfg.to_json(), "key": key}
+        atomic.write_json(cache_root / CURRENT, current)
     return table
 
 
-def _open_entry(folder: Path, key: str, cfg: FeatureConfig) -> FeatureTable | None:
+def _read_current(cache_root: Path) -> dict:
+    try:
+        current = json.loads((cache_root / CURRENT).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return current if isinstance(current, dict) else {}
+
+
+def current_config(corpus: str | Path, kind: str = "features", cache_dir: str | Path | None = None) -> InputConfig | None:
+    """The ``kind`` config that ``data prepare`` last wrote for ``corpus`` (None: never prepared)."""
+    root = Path(corpus) if Path(corpus).is_dir() else Path(corpus).parent
+    entry = _read_current(Path(cache_dir) if cache_dir is not None else root / CACHE_FOLDER).get(kind)
+    if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+        return None
+    try:
+        return config_from_json(entry["config"])
+    except (TypeError, ValueError):  # a config of an older version: prepare again
+        return None
+
+
+def resolve_config(corpus: str | Path, kind: str = "features", overrides: dict | None = None,
+                   cache_dir: str | Path | None = None) -> InputConfig:
+    """The config a stage uses: what ``data prepare`` last wrote (else the kind's defaults), with
+    the options the user gave on top (``overrides``: field -> value; None values are not given)."""
+    from dataclasses import replace
+
+    from mtl_edge.features.inputs import default_config
+
+    base = current_config(corpus, kind, cache_dir) or default_config(kind)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return replace(base, **given) if given else base
+
+
+def _open_entry(folder: Path, key: str, cfg: InputConfig) -> FeatureTable | None:
     """The entry at ``folder`` if it is complete and consistent, else None (then it is rebuilt)."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
@@ -138,16 +182,16 @@ def _open_entry(folder: Path, key: str, cfg: FeatureConfig) -> FeatureTable | No
         features = np.load(folder / "features.npy", mmap_mode="r")
     except (OSError, ValueError):
         return None
-    names = feature_names(cfg)
+    names = input_names(cfg)
     if (
-        meta.get("format") != CACHE_FORMAT
+        meta.get("format") != CACHE_FORMATS[input_kind(cfg)]
         or meta.get("key") != key
         or meta.get("feature_names") != names
         or features.dtype != np.float32
-        or features.shape != (len(paths), len(names))
+        or features.shape != (len(paths), cfg.n_features)
     ):
         return None
-    return FeatureTable(list(paths), features, folder, list(meta.get("skipped_files", [])), names, cfg, reused=True)
+    return FeatureTable(list(paths), features, folder, list(meta.get("skipped_files", [])), names or [], cfg, reused=True)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -161,7 +205,7 @@ def _compute_chunk(root: str, rels: list[str], cfg_json: dict, on_bad_audio: str
     Clips of equal length go through ``extract_batch`` together. Returns (vectors or None per
     clip, problems per clip or None, warning messages raised while loading).
     """
-    cfg = FeatureConfig.from_json(cfg_json)
+    cfg = config_from_json(cfg_json)
     samples: list[np.ndarray | None] = []
     problems: list[str | None] = []
     with warnings.catch_warnings(record=True) as caught:
@@ -171,27 +215,19 @@ def _compute_chunk(root: str, rels: list[str], cfg_json: dict, on_bad_audio: str
             audio = load_or_skip(Path(root) / rel, on_bad_audio, skipped, target_rate=cfg.sample_rate)
             samples.append(None if audio is None else audio.samples)
             problems.append(skipped[0] if skipped else None)
-    vectors: list[np.ndarray | None] = [None] * len(rels)
-    by_length: dict[int, list[int]] = {}
-    for i, s in enumerate(samples):
-        if s is not None:
-            by_length.setdefault(len(s), []).append(i)
-    for idx in by_length.values():
-        batch = logmel.extract_batch(np.stack([samples[i] for i in idx]), cfg)
-        for row, i in enumerate(idx):
-            vectors[i] = batch[row]
+    vectors = extract_clips(cfg, samples)
     messages = [(str(w.message), w.category) for w in caught]
     return vectors, problems, messages
 
 
-def _build_entry(tmp: Path, root: Path, paths: list[str], cfg: FeatureConfig, on_bad_audio: str,
+def _build_entry(tmp: Path, root: Path, paths: list[str], cfg: InputConfig, on_bad_audio: str,
                  workers: int, progress: bool, key: str, fingerprint: str) -> None:
     from numpy.lib.format import open_memmap
 
     from mtl_edge.progress import progress_bar
 
-    names = feature_names(cfg)
-    n_total, n_features = len(paths), len(names)
+    names = input_names(cfg)
+    n_total, n_features = len(paths), cfg.n_features
     out = open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32, shape=(n_total, n_features))
     kept: list[str] = []
     skipped: list[str] = []
@@ -225,7 +261,7 @@ def _build_entry(tmp: Path, root: Path, paths: list[str], cfg: FeatureConfig, on
         del out
     atomic.write_json(tmp / "paths.json", kept)
     atomic.write_json(tmp / "meta.json", {
-        "format": CACHE_FORMAT,
+        "format": CACHE_FORMATS[input_kind(cfg)],
         "key": key,
         "config": cfg.to_json(),
         "corpus_fingerprint": fingerprint,

@@ -13,10 +13,13 @@ resampling overshoot) is divided by its peak. Non-finite samples are an error.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from mtl_edge.errors import MtlEdgeError
 
 CLIP_SAMPLES = 16_000  # the corpus clip length: 1 s at 16 kHz
 POSITIONS = ("centre", "first")
@@ -84,3 +87,33 @@ def typical_clip_samples(paths: Sequence[str | Path], sample_rate: int = 16_000)
         if info.samplerate > 0 and info.frames > 0:
             lengths.append(round(info.frames * sample_rate / info.samplerate))
     return int(np.median(lengths)) if lengths else CLIP_SAMPLES
+
+
+@dataclass(frozen=True)
+class WaveformConfig:
+    """The input of a waveform model: every clip as ``samples`` float32 samples at ``sample_rate``.
+
+    Evaluation and the prepare stage take the fixed window ``position``; a model that trains on
+    random crops draws them itself from longer clips.
+    """
+
+    samples: int = CLIP_SAMPLES
+    sample_rate: int = 16_000
+    position: str = "centre"
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.sample_rate < 1:
+            raise MtlEdgeError(f"a waveform input needs samples >= 1 and a positive rate (got {self.samples}, {self.sample_rate})")
+        if self.position not in POSITIONS:
+            raise MtlEdgeError(f"waveform position must be one of {', '.join(POSITIONS)}, not {self.position!r}")
+
+    @property
+    def n_features(self) -> int:
+        return self.samples
+
+    def to_json(self) -> dict:
+        return {"kind": "waveform", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "WaveformConfig":
+        return cls(**{k: v for k, v in d.items() if k != "kind"})

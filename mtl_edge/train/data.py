@@ -1,43 +1,65 @@
-"""Training data: the cached feature matrix plus, per task, label ids and rows per split.
+"""Training data: the cached input matrix plus, per task, its spec, target ids and rows per split.
 
-A training *sample* is one (clip, task, label) row of the manifest: a clip that carries several
-tasks is several samples, each updating the trunk and only its own task's head.
+A training *sample* is one (clip, task, target) row: a clip that carries several tasks is several
+samples, each updating the trunk and only its own task's head. A labelled task's samples are its
+manifest rows; a self-supervised task (``mtl_edge.tasks.register_task``) takes every clip of each
+split, with target -1 (its target is derived from the input, e.g. the input itself).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mtl_edge.data.manifest import SPLITS, read_manifest
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.tasks import TaskSpec, corpus_task_spec, is_self_supervised, self_supervised_spec
 
 
 @dataclass
 class TaskRows:
-    labels: list[str]  # sorted; a label's id is its index here
-    rows: dict[str, np.ndarray]  # split -> feature-matrix row of each sample
-    targets: dict[str, np.ndarray]  # split -> label id of each sample
+    labels: list[str]  # sorted; a label's id is its index here (empty for tasks without labels)
+    rows: dict[str, np.ndarray]  # split -> input-matrix row of each sample
+    targets: dict[str, np.ndarray]  # split -> label id of each sample (-1: unknown label, or no label)
+    spec: TaskSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.spec is None:
+            self.spec = corpus_task_spec("", self.labels)
 
 
 @dataclass
 class TaskData:
     corpus: Path
-    features: np.ndarray  # [clips, features] float32
-    feature_config: dict
+    inputs: np.ndarray  # [clips, input_dim] float32: summary features or waveforms (input_kind)
+    feature_config: dict  # the input config's JSON (kind "features" when absent)
     tasks: dict[str, TaskRows]
+    paths: list[str] = field(default_factory=list)  # clip path (relative to the corpus) of each input row
+
+    @property
+    def features(self) -> np.ndarray:
+        """The input matrix (the name of the features-only days, kept for readers of that era)."""
+        return self.inputs
+
+    @property
+    def input_kind(self) -> str:
+        return self.feature_config.get("kind", "features")
 
     @property
     def input_dim(self) -> int:
-        return int(self.features.shape[1])
+        return int(self.inputs.shape[1])
+
+    @property
+    def specs(self) -> dict[str, TaskSpec]:
+        return {t: r.spec for t, r in self.tasks.items()}
 
     def subset(self, tasks: list[str]) -> "TaskData":
-        return TaskData(self.corpus, self.features, self.feature_config, {t: self.tasks[t] for t in tasks})
+        return TaskData(self.corpus, self.inputs, self.feature_config, {t: self.tasks[t] for t in tasks}, self.paths)
 
     def samples(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All samples of ``split`` of every task, task by task: (feature rows, task ids, label ids)."""
+        """All samples of ``split`` of every task, task by task: (input rows, task ids, target ids)."""
         rows, task_ids, targets = [], [], []
         for i, task in enumerate(self.tasks.values()):
             rows.append(task.rows[split])
@@ -57,7 +79,8 @@ def parse_tasks(text: str) -> list[str]:
 
 def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, cache_dir=None, workers: int = 2,
                    labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail", progress: bool = True) -> TaskData:
-    """Features (from the prepare-stage cache) and label ids for ``tasks`` of ``corpus``.
+    """Inputs (from the prepare-stage cache, for ``feature_config``: a FeatureConfig or WaveformConfig)
+    and targets for ``tasks`` of ``corpus``.
 
     ``labels`` fixes the label ids (a checkpoint's label lists); samples whose label is not in it
     get id -1 so that callers can report them instead of silently dropping them.
@@ -67,14 +90,20 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
 
     corpus = Path(corpus)
     manifest = read_manifest(corpus)
-    unknown = [t for t in tasks if t not in manifest.tasks]
+    unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
     if unknown:
         raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)} in {corpus}; this corpus has: {', '.join(manifest.tasks)}")
     cfg = feature_config if feature_config is not None else FeatureConfig()
     table = prepare_features(corpus, cfg, cache_dir=cache_dir, workers=workers, on_bad_audio=on_bad_audio, progress=progress)
     index = {p: i for i, p in enumerate(table.paths)}
+    split_of = {r.path: r.split for r in manifest.rows}
     out: dict[str, TaskRows] = {}
     for task in tasks:
+        if task not in manifest.tasks:  # self-supervised: every clip, no label
+            rows = {s: np.array([i for i, p in enumerate(table.paths) if split_of.get(p) == s], dtype=np.int64) for s in SPLITS}
+            out[task] = TaskRows([], rows, {s: np.full(len(r), -1, dtype=np.int64) for s, r in rows.items()},
+                                 self_supervised_spec(task))
+            continue
         task_rows = [r for r in manifest.rows_for(task) if r.path in index]  # bad audio skipped by policy
         names = labels[task] if labels else sorted({r.label for r in task_rows})
         label_id = {name: i for i, name in enumerate(names)}
@@ -88,6 +117,6 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
                 raise MtlEdgeError(f"task {task!r} has no training examples in {corpus}")
             if len(names) < 2:
                 raise MtlEdgeError(f"task {task!r} has a single label ({names[0]!r}): nothing to learn")
-        out[task] = TaskRows(list(names), rows, targets)
-    features = np.array(table.features, dtype=np.float32, order="C", copy=True)  # in memory, writable
-    return TaskData(corpus, features, cfg.to_json(), out)
+        out[task] = TaskRows(list(names), rows, targets, corpus_task_spec(task, list(names)))
+    inputs = np.array(table.features, dtype=np.float32, order="C", copy=True)  # in memory, writable
+    return TaskData(corpus, inputs, cfg.to_json(), out, list(table.paths))

@@ -15,7 +15,8 @@ from mtl_edge.data.manifest import SPLITS, read_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.checkpoint import load_checkpoint
 from mtl_edge.train.data import load_task_data
-from mtl_edge.train.metrics import classification_metrics, delta
+from mtl_edge.tasks import specs_from_checkpoint
+from mtl_edge.train.metrics import classification_metrics, delta, task_metrics
 from mtl_edge.train.trainer import predict
 
 
@@ -31,16 +32,21 @@ def run_checkpoints(run: Path) -> dict[str, Path]:
 
 
 def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]:
-    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.features.inputs import config_from_json
 
     model, info = load_checkpoint(path)
     labels = info["labels"]
-    data = load_task_data(corpus, list(labels), FeatureConfig.from_json(info["feature_config"]), labels=labels)
+    specs = specs_from_checkpoint(info)
+    data = load_task_data(corpus, list(labels), config_from_json(info["feature_config"]), labels=labels)
     manifest = read_manifest(corpus, check_files=False)
-    logits = predict(model, data.features)
+    logits = predict(model, data.inputs)
     out = {}
     for task, rows in data.tasks.items():
         targets, idx = rows.targets[split], rows.rows[split]
+        if not specs[task].needs_labels:  # self-supervised: scored against the inputs, no label space
+            out[task] = {"metrics": task_metrics(specs[task], logits[task][idx], targets, data.inputs[idx]),
+                         "samples": int(len(idx)), "unseen_samples": 0, "unseen_labels": {}}
+            continue
         corpus_labels = set(manifest.labels(task))
         if not corpus_labels & set(labels[task]):
             raise MtlEdgeError(

@@ -1,4 +1,4 @@
-"""Per-task classification metrics on a test split (scikit-learn).
+"""Per-task metrics on a split, chosen by the task's kind (scikit-learn for classification).
 
 micro-F1 equals accuracy for single-label tasks; it is reported anyway because multi-label
 tasks (tagging) will not have that property. ROC AUC is one-vs-rest, macro-averaged over the
@@ -11,6 +11,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 METRICS = ("accuracy", "macro_f1", "micro_f1", "roc_auc")
+RECONSTRUCTION_METRICS = ("loss", "mse", "relative_rmse")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,6 +38,33 @@ def classification_metrics(y_true: np.ndarray, logits: np.ndarray) -> dict[str, 
     }
 
 
+def reconstruction_metrics(spec, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The task's own loss (mean per sample), mean squared error and RMS error relative to the target's RMS."""
+    import torch
+
+    out = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    ref = np.asarray(targets, dtype=np.float64).reshape(out.shape)
+    loss = float(spec.loss_fn()(torch.from_numpy(out), torch.from_numpy(ref)).item() / max(len(out), 1))
+    mse = float(np.mean((out - ref) ** 2)) if out.size else 0.0
+    rms = float(np.sqrt(np.mean(ref ** 2))) if ref.size else 0.0
+    return {"loss": loss, "mse": mse, "relative_rmse": float(np.sqrt(mse) / rms) if rms > 0 else None}
+
+
+def task_metrics(spec, outputs: np.ndarray, targets: np.ndarray, inputs: np.ndarray | None = None) -> dict:
+    """Metrics of one task: ``targets`` are label ids for labelled kinds; a task whose target is the
+    input (reconstruction) is scored against ``inputs``."""
+    from mtl_edge.errors import MtlEdgeError
+
+    if spec.kind == "classification":
+        return classification_metrics(targets, outputs)
+    if spec.kind == "reconstruction":
+        if inputs is None:
+            raise MtlEdgeError(f"task {spec.name!r}: reconstruction metrics need the inputs")
+        return reconstruction_metrics(spec, outputs, inputs)
+    raise MtlEdgeError(f"task {spec.name!r}: metrics of {spec.kind} tasks are not implemented yet")
+
+
 def delta(multi: dict, single: dict) -> dict[str, float | None]:
     """multi - single per metric (None where either is undefined)."""
-    return {k: (None if multi.get(k) is None or single.get(k) is None else multi[k] - single[k]) for k in METRICS}
+    keys = [k for k in dict.fromkeys([*multi, *single]) if k in METRICS or k in RECONSTRUCTION_METRICS] or list(METRICS)
+    return {k: (None if multi.get(k) is None or single.get(k) is None else multi[k] - single[k]) for k in keys}

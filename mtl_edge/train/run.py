@@ -17,8 +17,8 @@ from pathlib import Path
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.data import TaskData, load_task_data
-from mtl_edge.train.metrics import classification_metrics, delta
-from mtl_edge.train.trainer import TrainConfig, fit, predict
+from mtl_edge.train.metrics import delta
+from mtl_edge.train.trainer import TrainConfig, fit, split_metrics
 
 RUN_FORMAT = "mtl-edge-run"
 
@@ -39,19 +39,21 @@ def _check_writable(folder: Path) -> None:
 
 
 def test_metrics(model, data: TaskData) -> dict[str, dict]:
-    logits = predict(model, data.features)
-    out = {}
-    for task, rows in data.tasks.items():
-        idx = rows.rows["test"]
-        if len(idx) == 0:
-            raise MtlEdgeError(f"task {task!r} has no test examples in {data.corpus}")
-        out[task] = classification_metrics(rows.targets["test"], logits[task][idx])
-    return out
+    """Each task's metrics (those of its kind) on the test split."""
+    empty = [t for t, rows in data.tasks.items() if len(rows.rows["test"]) == 0]
+    if empty:
+        raise MtlEdgeError(f"task {empty[0]!r} has no test examples in {data.corpus}")
+    return split_metrics(model, data, "test")
 
 
 def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, single: bool = False,
-              resume: bool = False, workers: int = 2, threads: int = 1, processes: int = 2) -> RunResult:
+              resume: bool = False, workers: int = 2, threads: int = 1, processes: int = 2,
+              input_config=None, cache_dir=None) -> RunResult:
     """Train (or resume) a run and write its metrics; see the module docstring for the layout.
+
+    ``input_config``: the model input (a ``FeatureConfig`` or ``WaveformConfig``, of the kind the
+    model takes); default: what ``data prepare`` last wrote for the corpus, else that kind's defaults.
+    ``cache_dir``: the feature cache (default ``CORPUS/.features``).
 
     ``threads``: torch intra-op threads. The DNN is small: one thread is the fastest (several
     threads spend more on synchronisation than on arithmetic), and a fixed count keeps runs
@@ -60,13 +62,19 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     """
     import torch
 
-    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.features.cache import resolve_config
+    from mtl_edge.features.inputs import input_kind
     from mtl_edge.progress import progress_bar
+    from mtl_edge.train.models import model_entry
 
     torch.set_num_threads(threads)
     out = Path(out)
+    kind = model_entry(cfg.model).input_kind
+    input_config = input_config if input_config is not None else resolve_config(corpus, kind, cache_dir=cache_dir)
+    if input_kind(input_config) != kind:
+        raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
     config = {"format": RUN_FORMAT, "corpus": str(Path(corpus).resolve()), "tasks": tasks, "single": single,
-              "train": cfg.to_json(), "features": FeatureConfig().to_json()}
+              "train": cfg.to_json(), "features": input_config.to_json()}
     config_path = out / "config.json"
     if config_path.exists():
         try:
@@ -80,7 +88,7 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     elif out.exists() and any(out.iterdir()):
         raise MtlEdgeError(f"{out} exists and is not a run folder; choose another --out")
     _check_writable(out)
-    data = load_task_data(corpus, tasks, FeatureConfig(), workers=workers)
+    data = load_task_data(corpus, tasks, input_config, cache_dir=cache_dir, workers=workers)
     atomic.write_json(config_path, config, sort_keys=False)
 
     jobs = [("multi", tasks, out / "multi")] + ([(t, [t], out / "single" / t) for t in tasks] if single else [])
@@ -89,16 +97,17 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     todo = [job for job in jobs if not (resume and (job[2] / "model.pt").exists())]
     with progress_bar() as bar:
         if processes > 1 and len(todo) > 1:
-            _fit_in_processes(todo, corpus, cfg, resume, threads, processes, bar)
+            _fit_in_processes(todo, corpus, cfg, input_config.to_json(), cache_dir, resume, threads, processes, bar)
         else:
             for name, job_tasks, folder in todo:
                 fit(data.subset(job_tasks), cfg, folder, resume=resume, progress=bar, label=name)
     models = {name: load_checkpoint(folder / "model.pt")[0] for name, _, folder in jobs}
 
     multi = test_metrics(models["multi"], data)
-    metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {}}
+    metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {},
+                     "task_specs": {t: s.to_json() for t, s in data.specs.items()}}
     for task in tasks:
-        entry = {"multi": multi[task]}
+        entry = {"kind": data.specs[task].kind, "multi": multi[task]}
         if single:
             entry["single"] = test_metrics(models[task], data.subset([task]))[task]
             entry["delta"] = delta(entry["multi"], entry["single"])
@@ -122,19 +131,20 @@ class _QueueProgress:
         self.queue.put(("update", task, description, None, completed))
 
 
-def _fit_job(job, corpus, cfg_json, resume, threads, queue) -> str:
+def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queue) -> str:
     import torch
 
-    from mtl_edge.features.logmel import FeatureConfig
+    from mtl_edge.features.inputs import config_from_json
 
     torch.set_num_threads(threads)
     name, job_tasks, folder = job
-    data = load_task_data(corpus, job_tasks, FeatureConfig(), workers=1, progress=False)
+    data = load_task_data(corpus, job_tasks, config_from_json(input_json), cache_dir=cache_dir, workers=1, progress=False)
     fit(data, TrainConfig.from_json(cfg_json), folder, resume=resume, progress=_QueueProgress(queue), label=name)
     return name
 
 
-def _fit_in_processes(jobs, corpus, cfg: TrainConfig, resume: bool, threads: int, processes: int, bar) -> None:
+def _fit_in_processes(jobs, corpus, cfg: TrainConfig, input_json: dict, cache_dir, resume: bool, threads: int,
+                      processes: int, bar) -> None:
     """Train several models at once; their per-epoch progress reaches the parent's bars via a queue."""
     import multiprocessing
     import queue as queue_module
@@ -143,7 +153,8 @@ def _fit_in_processes(jobs, corpus, cfg: TrainConfig, resume: bool, threads: int
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         updates = manager.Queue()
-        futures = [pool.submit(_fit_job, job, str(corpus), cfg.to_json(), resume, threads, updates) for job in jobs]
+        futures = [pool.submit(_fit_job, job, str(corpus), cfg.to_json(), input_json, cache_dir, resume, threads, updates)
+                   for job in jobs]
         bars: dict[str, int] = {}
         pending = set(futures)
         while pending:

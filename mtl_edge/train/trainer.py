@@ -2,8 +2,9 @@
 
 All tasks' samples are shuffled together before batching. A batch goes through the trunk once;
 each task's head sees only that task's samples, so a sample updates the trunk and its own head
-and no other. Model selection uses the validation split (mean per-task accuracy), with early
-stopping. Everything that decides the outcome (weights, optimizer, weighting, both random
+and no other. Each task's loss, target and validation metric come from its ``TaskSpec``. Model
+selection uses the validation split (the mean over the selecting tasks of their selection
+metric, accuracy for classification), with early stopping. Everything that decides the outcome (weights, optimizer, weighting, both random
 generators, early-stopping state, learning curves) is saved after every epoch, so ``resume``
 reaches the same final model as an uninterrupted run.
 """
@@ -23,7 +24,8 @@ from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.checkpoint import load_payload, save_atomic, save_checkpoint
 from mtl_edge.train.data import TaskData
-from mtl_edge.train.models import create_model
+from mtl_edge.train.metrics import task_metrics
+from mtl_edge.train.models import check_tasks, create_model, model_entry
 from mtl_edge.train.weighting import create_weighting
 
 STATE_FORMAT = "mtl-edge-train-state"
@@ -69,9 +71,11 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def predict(model: nn.Module, features: np.ndarray, batch: int = 4096) -> dict[str, np.ndarray]:
-    """Logits of every task for every row of ``features`` (eval mode, no gradients)."""
+def predict(model: nn.Module, features: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
+    """Outputs of every task for every row of ``features`` (the model inputs; eval mode, no gradients)."""
     model.eval()
+    if batch is None:  # ~16 MB of input per call: 4096 summary vectors, a few hundred waveforms
+        batch = max(16, min(4096, 4_000_000 // max(1, features.shape[1] if features.ndim > 1 else 1)))
     outs: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for i in range(0, len(features), batch):
@@ -81,27 +85,35 @@ def predict(model: nn.Module, features: np.ndarray, batch: int = 4096) -> dict[s
 
 
 def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
-                 tasks: list[str], mix: tuple[float, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                 tasks: list[str], mix: tuple[float, torch.Tensor] | None = None, specs: dict | None = None) -> dict[str, torch.Tensor]:
     """Per-task losses of a mixed batch: the trunk runs once, each head sees only its own samples.
 
-    A task's loss is the sum of its samples' cross-entropies divided by the batch size, so the
-    uniform sum over tasks is the mean over the batch's samples. ``mix = (lam, partner)`` applies
-    mixup: sample i is blended with sample ``partner[i]`` (of the same task) and its loss is
-    ``lam * CE(y_i) + (1 - lam) * CE(y_partner)``.
+    A task's loss is the sum of its samples' losses (the spec's loss; cross-entropy for
+    classification) divided by the batch size, so the uniform sum over tasks is the mean over the
+    batch's samples. ``mix = (lam, partner)`` applies mixup: sample i is blended with sample
+    ``partner[i]`` (of the same task) and its loss is ``lam * L(y_i) + (1 - lam) * L(y_partner)``; a
+    task whose target is the input rebuilds the blended input.
     """
+    from mtl_edge.tasks import corpus_task_spec
+
+    specs = specs or {t: corpus_task_spec(t, []) for t in tasks}
     if mix is not None:
         lam, partner = mix
         x = lam * x + (1 - lam) * x[partner]
-    hidden = model.embed(x)
+    masks = {task: batch_tasks == i for i, task in enumerate(tasks)}
+    masks = {task: mask for task, mask in masks.items() if mask.any()}
+    outputs = model.task_outputs(x, masks)
     losses = {}
-    for i, task in enumerate(tasks):
-        mask = batch_tasks == i
-        if mask.any():
-            logits = model.heads[task](hidden[mask])
-            loss = nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+    for task, mask in masks.items():
+        spec, out = specs[task], outputs[task]
+        loss_fn = spec.loss_fn()
+        if spec.target == "input":
+            loss = loss_fn(out, x[mask])
+        else:
+            loss = loss_fn(out, targets[mask])
             if mix is not None:
-                loss = lam * loss + (1 - lam) * nn.functional.cross_entropy(logits, targets[partner][mask], reduction="sum")
-            losses[task] = loss / len(x)
+                loss = lam * loss + (1 - lam) * loss_fn(out, targets[partner][mask])
+        losses[task] = loss / len(x)
     return losses
 
 
@@ -125,16 +137,39 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     raise MtlEdgeError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
 
 
-def validation_score(model: nn.Module, data: TaskData, split: str = "validation") -> dict[str, float]:
-    """Accuracy per task on ``split`` (the model-selection criterion is their mean)."""
-    logits = predict(model, data.features)
-    scores = {}
+def split_metrics(model: nn.Module, data: TaskData, split: str, metrics=None) -> dict[str, dict]:
+    """Per task: its spec's metrics on ``split`` (tasks without samples there are left out).
+
+    ``metrics(spec, outputs, targets, inputs)`` defaults to ``task_metrics``; validation passes a
+    cheaper one that computes only the selection metric."""
+    metrics = metrics or task_metrics
+    outputs = predict(model, data.inputs)
+    out = {}
     for task, rows in data.tasks.items():
-        if len(rows.rows[split]) == 0:
+        idx = rows.rows[split]
+        if len(idx) == 0:
             continue
-        pred = logits[task][rows.rows[split]].argmax(axis=1)
-        scores[task] = float((pred == rows.targets[split]).mean())
-    return scores
+        out[task] = metrics(rows.spec, outputs[task][idx], rows.targets[split], data.inputs[idx])
+    return out
+
+
+def _selection_metric(spec, outputs, targets, inputs) -> dict[str, float]:
+    if spec.kind == "classification" and spec.select_metric == "accuracy":
+        return {"accuracy": float((outputs.argmax(axis=1) == targets).mean())}
+    return {spec.select_metric: task_metrics(spec, outputs, targets, inputs)[spec.select_metric]}
+
+
+def validation_score(model: nn.Module, data: TaskData, split: str = "validation") -> dict[str, float]:
+    """Each task's selection metric on ``split`` (accuracy for classification)."""
+    return {t: m[data.tasks[t].spec.select_metric] for t, m in split_metrics(model, data, split, _selection_metric).items()}
+
+
+def selection_score(scores: dict[str, float], specs: dict, select: str = "mean") -> float:
+    """One number to maximise: the mean (or worst) over the selecting tasks of their selection metric,
+    each turned so that higher is better; every task counts when none selects."""
+    chosen = [t for t in scores if specs[t].selects] or list(scores)
+    values = [specs[t].selection_score(scores[t]) for t in chosen]
+    return float(np.mean(values) if select == "mean" else min(values))
 
 
 def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = False, progress=None, label: str = "") -> FitResult:
@@ -143,17 +178,21 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.pt"
     tasks = list(data.tasks)
-    build_args = {"input_dim": data.input_dim, "tasks": {t: len(r.labels) for t, r in data.tasks.items()},
-                  "hidden": list(cfg.hidden), "dropout": cfg.dropout}
+    specs = data.specs
+    entry = model_entry(cfg.model)
+    check_tasks(cfg.model, specs)
+    if entry.input_kind != data.input_kind:
+        raise MtlEdgeError(f"model {cfg.model!r} takes {entry.input_kind} input; the data holds {data.input_kind}")
+    build_args = entry.build_args(data.input_dim, specs, cfg)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **build_args)
     train_rows, train_tasks, train_targets = data.samples("train")
-    model.normalize.fit(torch.from_numpy(data.features[np.unique(train_rows)]))
+    model.fit_input_statistics(torch.from_numpy(data.inputs[np.unique(train_rows)]))
     weighting = create_weighting(cfg.weighting, tasks)
     optimizer = _optimizer(cfg, [*model.parameters(), *weighting.parameters()])
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    start_epoch, best_score, best_epoch, best_state, history, curves = 0, -1.0, -1, None, [], []
+    start_epoch, best_score, best_epoch, best_state, history, curves = 0, float("-inf"), -1, None, [], []
 
     if resume and state_path.exists():
         state = load_payload(state_path, STATE_FORMAT)
@@ -167,7 +206,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         best_state, history, curves = state["best_state"], state["history"], state["curves"]
 
-    x_all = torch.from_numpy(data.features)
+    x_all = torch.from_numpy(data.inputs)
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
     n = len(rows_t)
     shared = model.shared_parameters()
@@ -183,7 +222,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
             idx = order[start:start + cfg.batch_size]
             batch_tasks = tasks_t[idx]
             mix = mixup_partners(batch_tasks, cfg.mixup, shuffle) if cfg.mixup > 0 else None
-            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix)
+            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs)
             optimizer.zero_grad(set_to_none=True)
             total = weighting.backward(losses, shared)
             if not torch.isfinite(total):
@@ -197,8 +236,12 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
                 count = int((batch_tasks == tasks.index(task)).sum())
                 curves.append([epoch, b, task, float(value.item()) * len(idx) / count, count])
         scores = validation_score(model, data)
-        score = float(np.mean(list(scores.values())) if cfg.select == "mean" else min(scores.values()))
-        history.append({"epoch": epoch + 1, "validation_accuracy": scores, "validation_mean": score})
+        score = selection_score(scores, specs, cfg.select)
+        record = {"epoch": epoch + 1, "validation_accuracy": {t: v for t, v in scores.items() if specs[t].kind == "classification"},
+                  "validation_mean": score}
+        if any(specs[t].kind != "classification" for t in scores):
+            record["validation_metric"] = {t: {specs[t].select_metric: v} for t, v in scores.items()}
+        history.append(record)
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -224,7 +267,9 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
                                                 "epochs_run": len(history), "epochs": history})
     save_checkpoint(folder / "model.pt", model, model_name=cfg.model, build_args=build_args,
                     labels={t: r.labels for t, r in data.tasks.items()}, feature_config=data.feature_config,
-                    train_config=cfg.to_json(), extra={"best_epoch": best_epoch + 1, "tasks": tasks})
+                    train_config=cfg.to_json(), extra={"best_epoch": best_epoch + 1, "tasks": tasks,
+                                                       "task_specs": {t: s.to_json() for t, s in specs.items()},
+                                                       "input_kind": data.input_kind})
     return FitResult(model, best_epoch + 1, best_score, len(history), history)
 
 
