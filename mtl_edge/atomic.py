@@ -66,3 +66,16 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike, missing: str, hint: str = ""):
+    """The JSON at ``path``; a clear MtlEdgeError (``missing``, or "damaged" + ``hint``) instead of a traceback."""
+    from mtl_edge.errors import MtlEdgeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise MtlEdgeError(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise MtlEdgeError(f"{path} is damaged (not JSON){hint}") from None

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,21 +52,22 @@ import numpy as np
 
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export.manifest import FORMAT, MANIFEST, VERSION, read_manifest, same_export, sha256_file, write_manifest
+from mtl_edge.export.artefact import (CALIBRATION, E2E_PREFIX, ArtefactContext, build_artefact, end_to_end_artefacts,
+                                      end_to_end_summary, input_record)
+from mtl_edge.export.manifest import FORMAT, VERSION, read_manifest, write_manifest
 from mtl_edge.export.recommend import recommend
-from mtl_edge.export.runtime import load_artefact, measure_latency
+from mtl_edge.export.runtime import load_artefact
+from mtl_edge.export.sources import check_out_folder, run_sources
 from mtl_edge.export.verify import DEFAULT_THRESHOLDS, resolve_thresholds
 
-__all__ = ["ALL_FORMATS", "FORMATS", "PRECISIONS", "ExportResult", "export_run", "load_artefact", "read_manifest", "DEFAULT_THRESHOLDS"]
+__all__ = ["ALL_FORMATS", "CALIBRATION", "E2E_PREFIX", "FORMATS", "PRECISIONS", "ExportResult", "export_run", "load_artefact",
+           "read_manifest", "DEFAULT_THRESHOLDS"]
 
 FORMATS = ("onnx", "tflite")  # the default
 ALL_FORMATS = ("onnx", "tflite", "torch")  # accepted by export_run(formats=...)
-_LATENCY_RUNTIME = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "torch": "torch"}
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 E2E_FORMATS = ("onnx", "tflite")  # the formats of the waveform-in graphs (end_to_end=True)
-E2E_PREFIX = "e2e:"  # model label of a waveform-in artefact: "e2e:multi"
 TESTSET = "testset.npz"
-CALIBRATION = "calibration_indices.json"
 PLOT = "pareto.png"
 _PACKAGES = ("torch", "onnx", "onnxscript", "onnxruntime", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 
@@ -87,16 +87,6 @@ class ExportResult:
         return [a for a in self.artefacts if a["status"] == "unsupported"]
 
 
-@dataclass
-class _Source:
-    label: str  # "multi" | "single:<task>"
-    path: Path
-    model: object
-    info: dict
-    tasks: list[str]
-    sha256: str
-
-
 def _parse(values, known: tuple[str, ...], what: str) -> list[str]:
     if isinstance(values, str):
         values = [v.strip() for v in values.split(",") if v.strip()]
@@ -107,83 +97,26 @@ def _parse(values, known: tuple[str, ...], what: str) -> list[str]:
     return values
 
 
-def _select(labels: list[str], models) -> list[str]:
-    if models is None:
-        return labels
-    if isinstance(models, str):
-        models = [m.strip() for m in models.split(",") if m.strip()]
-    chosen = []
-    for m in models:
-        match = [label for label in labels if label == m or (m == "single" and label.startswith("single:"))]
-        if not match:
-            raise MtlEdgeError(f"no model {m!r} in the run; it has {', '.join(labels)} (or 'single' for every baseline)")
-        chosen += [label for label in match if label not in chosen]
-    return [label for label in labels if label in chosen]
+@dataclass(frozen=True)
+class ExportConfig:
+    """The export's resolved settings, saved in the manifest (``export_config``) for the stages after it."""
 
+    formats: tuple[str, ...]
+    precisions: tuple[str, ...]
+    per_tensor: bool
+    allow_degraded: bool
+    thresholds: tuple[tuple[str, float], ...]
+    models: tuple[str, ...]
+    calibration_size: int
+    seed: int
+    latency_runs: int
+    end_to_end: bool
 
-def _sources(run: Path, models=None) -> tuple[list[_Source], dict]:
-    from mtl_edge.train.checkpoint import load_checkpoint
-
-    config_path = run / "config.json"
-    if not run.is_dir():
-        raise MtlEdgeError(f"{run}: no such run folder")
-    if not config_path.is_file():
-        raise MtlEdgeError(f"{run}: not a run folder (no config.json)")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError:
-        raise MtlEdgeError(f"{config_path} is damaged") from None
-    candidates = [("multi", run / "multi" / "model.pt")]
-    candidates += [(f"single:{t}", run / "single" / t / "model.pt") for t in config.get("tasks", [])]
-    present = [(label, p) for label, p in candidates if p.exists()]
-    if not present:
-        raise MtlEdgeError(f"{run}: no checkpoints (multi/model.pt, single/<task>/model.pt); train the run first")
-    missing = [str(p.relative_to(run)) for label, p in candidates
-               if not p.exists() and (label == "multi" or config.get("single"))]
-    if missing:
-        raise MtlEdgeError(f"{run}: unfinished run, missing {', '.join(missing)} (finish it with mtl-edge train --resume)")
-    chosen = _select([label for label, _ in present], models)
-    present = [(label, p) for label, p in present if label in chosen]
-    sources = []
-    for label, path in present:
-        model, info = load_checkpoint(path)  # MtlEdgeError for a corrupt, foreign or other-version file
-        tasks = list(info.get("tasks") or info.get("labels") or [])
-        if not tasks or set(tasks) - set(info.get("labels", {})):
-            raise MtlEdgeError(f"{path}: checkpoint names no tasks with label lists; cannot export it")
-        if "input_dim" not in info.get("build_args", {}):
-            raise MtlEdgeError(f"{path}: model {info.get('model')!r} stores no input_dim in its build args; "
-                               "every registered model must (features per vector or samples per clip)")
-        if label.startswith("single:") and tasks != [label.split(":", 1)[1]]:
-            raise MtlEdgeError(f"{path}: a single-task baseline of {label[7:]!r} holds tasks {tasks}")
-        sources.append(_Source(label, path, model, info, tasks, sha256_file(path)))
-    first = sources[0]
-    for s in sources[1:]:
-        if s.info.get("feature_config") != first.info.get("feature_config"):
-            raise MtlEdgeError(f"{s.path}: feature config differs from {first.path}; the run's models must share features")
-        if (s.info["build_args"]["input_dim"] != first.info["build_args"]["input_dim"]
-                or s.info.get("input_kind", "features") != first.info.get("input_kind", "features")):
-            raise MtlEdgeError(f"{s.path}: input kind or size differs from {first.path}")
-    return sources, config
-
-
-def _check_out(out: Path, identity: dict, force: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise MtlEdgeError(f"{out} exists and is not a folder; choose another --out")
-    if (out / MANIFEST).is_file():
-        try:
-            previous = read_manifest(out)
-        except MtlEdgeError:
-            previous = None
-        if previous is not None and same_export(previous, identity):
-            return  # the same run and checkpoints: rebuild in place
-        if not force:
-            raise MtlEdgeError(f"{out} holds a different export (another run or other checkpoints); "
-                               "use --force to replace it, or another --out")
-        return
-    if any(out.iterdir()):
-        raise MtlEdgeError(f"{out} exists and is not an export folder; choose another --out")
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.update(formats=list(self.formats), precisions=list(self.precisions), models=list(self.models),
+                 thresholds=dict(self.thresholds))
+        return d
 
 
 def _versions() -> dict:
@@ -230,7 +163,9 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     limits = resolve_thresholds(thresholds)
     run = Path(run)
     out = Path(out) if out is not None else run / "export"
-    sources, config = _sources(run, models)
+    sources, config = run_sources(run, models)
+    settings = ExportConfig(tuple(formats), tuple(precisions), per_tensor, allow_degraded, tuple(limits.items()),
+                            tuple(s.label for s in sources), calibration_size, seed, latency_runs, end_to_end)
     input_kind = sources[0].info.get("input_kind", "features")
     e2e_formats = [f for f in formats if f in E2E_FORMATS] if end_to_end else []
     if end_to_end and input_kind != "features":
@@ -242,7 +177,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
         if not e2e_formats:
             raise MtlEdgeError(f"--end-to-end needs one of the formats {', '.join(E2E_FORMATS)}")
     identity = {"format": FORMAT, "run": str(run.resolve()), "checkpoint_sha256": {s.label: s.sha256 for s in sources}}
-    _check_out(out, identity, force)
+    check_out_folder(out, identity, force)
 
     # The data: always with the checkpoint's feature config and label lists.
     corpus = Path(config.get("corpus", ""))
@@ -276,7 +211,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     artefacts: list[dict] = []
     with atomic.atomic_dir(out) as tmp, tempfile.TemporaryDirectory(prefix="mtl-edge-export-") as work:
         work = Path(work)
-        ctx = _Context(tmp, work, model_inputs, limits, allow_degraded, latency_runs, not per_tensor)
+        ctx = ArtefactContext(tmp, work, model_inputs, limits, allow_degraded, latency_runs, not per_tensor)
         write_testset(testset, tmp / TESTSET)
         atomic.write_json(tmp / CALIBRATION, {
             "split": "train", "seed": seed, "size": calibration_size, "corpus": str(corpus),
@@ -293,7 +228,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             for s, fmt, prec in jobs:
                 if bar:
                     bar.update(task_id, description=f"{s.label} {fmt} {prec}")
-                artefacts.append(_one(s, fmt, prec, builders[fmt], graphs[s.label], input_dim, ctx, references[s.label],
+                artefacts.append(build_artefact(s, fmt, prec, builders[fmt], graphs[s.label], input_dim, ctx, references[s.label],
                                       data.inputs[calibration[s.label]], parameter_count(s.model)))
                 if bar:
                     bar.advance(task_id)
@@ -317,7 +252,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
 
             multi = next(s for s in sources if s.label == "multi")
             e2e = EndToEnd(feature_config, graphs["multi"], waveforms, work)
-            artefacts += _end_to_end(e2e, [(f, p) for f in e2e_formats for p in precisions], multi, artefacts, ctx,
+            artefacts += end_to_end_artefacts(e2e, [(f, p) for f in e2e_formats for p in precisions], multi, artefacts, ctx,
                                      parameter_count(multi.model), data.inputs[calibration["multi"]], progress)
 
         verification = {"thresholds": limits, "testset": TESTSET,
@@ -339,7 +274,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "tasks": all_tasks,
             "labels": labels,
             "feature_config": feature_config.to_json(),
-            "input": _input_record(input_kind, input_dim, feature_config),
+            "input": input_record(input_kind, input_dim, feature_config),
             "task_specs": {t: specs[t].to_json() for t in all_tasks},
             "testset": TESTSET,
             "testset_contents": testset.keys(),
@@ -348,132 +283,11 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "plot": PLOT,
             "thresholds": limits,
             "recommended": recommend(artefacts, limits["accuracy_drop"]),
-            "end_to_end": _end_to_end_summary(e2e, e2e_formats, artefacts) if e2e is not None else None,
+            "end_to_end": end_to_end_summary(e2e, e2e_formats, artefacts) if e2e is not None else None,
             "per_tensor": per_tensor,
+            "export_config": settings.to_json(),
             "versions": _versions(),
             "artefacts": artefacts,
         }
         write_manifest(tmp, manifest)  # last: a folder without it is not an export
     return ExportResult(out, manifest, artefacts)
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What every artefact of one export shares: where it goes, what it is verified and timed on, the limits."""
-
-    folder: Path
-    work: Path
-    testset: object  # a TestSet whose ``features`` are the model inputs (summary features or waveforms)
-    limits: dict
-    allow_degraded: bool
-    latency_runs: int
-    per_channel: bool
-
-
-def _input_record(kind: str, input_dim: int, cfg) -> dict:
-    if kind == "waveform":
-        return {"name": "waveform", "dtype": "float32", "shape": ["batch", input_dim], "samples": input_dim,
-                "sample_rate": cfg.sample_rate, "description": "the clip's samples in [-1, 1] (mtl_edge.features.waveform)"}
-    return {"name": "features", "dtype": "float32", "features": input_dim,
-            "description": "clip-level log-mel summary vector (mtl_edge.features.logmel) of the feature_config"}
-
-
-def _one(s: _Source, fmt: str, prec: str, builder, graph, input_dim: int, ctx: _Context, reference: dict,
-         calibration: np.ndarray, parameters: int) -> dict:
-    """Build, verify and time one artefact; an ``Unsupported`` conversion becomes an entry saying why."""
-    import torch as torch_module
-
-    from mtl_edge.export.runtime import runners
-    from mtl_edge.export.verify import verify_artefact
-    from mtl_edge.errors import Unsupported
-
-    name = s.label.replace(":", "-")
-    rel = f"{fmt}/{name}.{prec}{builder.EXTENSION}"
-    entry = {"path": rel, "model": s.label, "tasks": s.tasks, "format": fmt, "precision": prec,
-             "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters,
-             "end_to_end": s.label.startswith(E2E_PREFIX)}
-    (ctx.folder / fmt).mkdir(exist_ok=True)
-    target = ctx.folder / rel
-    try:
-        with atomic.atomic_path(target) as tmp_file:
-            details = builder.build(graph, input_dim, prec, tmp_file, ctx.work, s.label,
-                                    calibration=calibration if prec == "int8" else None, per_channel=ctx.per_channel)
-    except Unsupported as exc:
-        return {**entry, "path": None, "sha256": None, "bytes": None, "status": "unsupported", "reason": str(exc),
-                "quantization": None, "inputs": None, "outputs": None, "verification": None, "latency": None}
-    if prec == "int8":
-        details["quantization"]["calibration"] = {"file": CALIBRATION, "model": s.label, "rows": len(calibration)}
-    torch_threads = torch_module.get_num_threads() if fmt == "torch" else None  # the torch runner sets them
-    try:
-        record = verify_artefact(fmt, target, reference, ctx.testset, s.tasks, prec, ctx.limits, ctx.allow_degraded,
-                                 artefact=f"{rel} ({s.label}, {fmt} {prec})")
-        _, call = runners(fmt, target, threads=1)
-        latency = measure_latency(call, ctx.testset.features[0], runs=ctx.latency_runs)
-    finally:
-        if torch_threads is not None and torch_module.get_num_threads() != torch_threads:
-            torch_module.set_num_threads(torch_threads)
-    status = record.pop("status")
-    problems = record.pop("problems")
-    return {**entry, "sha256": sha256_file(target), "bytes": target.stat().st_size, **details,
-            "status": status, "reason": "; ".join(problems) if problems else None,
-            "verification": record, "latency": {"runtime": _LATENCY_RUNTIME[fmt], **latency}}
-
-
-def _end_to_end(e2e, jobs: list[tuple[str, str]], multi: _Source, artefacts: list[dict], ctx: _Context,
-                parameters: int, calibration: np.ndarray, progress: bool) -> list[dict]:
-    """The waveform-in artefacts of the multi-task model, verified on the test waveforms.
-
-    The reference logits are the PyTorch model on ``logmel.extract`` of the same waveforms (the
-    training front-end), so an artefact's agreement covers its front-end and its network together.
-    """
-    from mtl_edge.progress import progress_bar
-    from mtl_edge.train.trainer import predict
-
-    source = dataclasses.replace(multi, label=f"{E2E_PREFIX}{multi.label}")
-    waves = dataclasses.replace(ctx, testset=dataclasses.replace(ctx.testset, features=e2e.waveforms))  # waveforms in
-    reference = predict(multi.model, e2e.features)
-    out = []
-    bar = progress_bar() if progress else None
-    if bar:
-        bar.start()
-        task_id = bar.add_task("end-to-end", total=len(jobs))
-    try:
-        for fmt, prec in jobs:
-            if bar:
-                bar.update(task_id, description=f"{source.label} {fmt} {prec}")
-            network = {a["precision"]: a for a in artefacts if a["model"] == multi.label and a["format"] == fmt}
-            entry = _one(source, fmt, prec, e2e.builder(fmt, ctx.folder, network), e2e.graph, e2e.n_samples, waves,
-                         reference, calibration, parameters)
-            entry["input"] = e2e.input_record()
-            entry["frontend_parity"] = e2e.frontend_parity(fmt, prec) if entry["status"] != "unsupported" else None
-            cal = (entry.get("quantization") or {}).get("calibration")
-            if cal:  # the network part was calibrated as the multi-task model's own artefact
-                cal["model"] = multi.label
-            out.append(entry)
-            if bar:
-                bar.advance(task_id)
-    finally:
-        if bar:
-            bar.stop()
-    return out
-
-
-def _end_to_end_summary(e2e, formats: list[str], artefacts: list[dict]) -> dict:
-    """Top level of the manifest: per format "ok" or what is unsupported (and why), the input and the parity
-    of the PyTorch front-end; where a format has no e2e artefact, the features come from numpy."""
-    summary: dict = {}
-    for fmt in formats:
-        rows = [a for a in artefacts if a.get("end_to_end") and a["format"] == fmt]
-        bad = [a for a in rows if a["status"] != "ok"]
-        if not bad:
-            summary[fmt] = "ok"
-        elif all(a["status"] == "unsupported" for a in rows) and len({a["reason"] for a in rows}) == 1:
-            summary[fmt] = f"unsupported: {rows[0]['reason']}"
-        else:
-            good = [a["precision"] for a in rows if a["status"] == "ok"]
-            summary[fmt] = "; ".join(([f"ok: {', '.join(good)}"] if good else [])
-                                     + [f"{a['precision']} {a['status']}: {a['reason']}" for a in bad])
-    return {**summary, "model": f"{E2E_PREFIX}multi", "input": e2e.input_record(),
-            "torch_frontend_parity": e2e.torch_parity,
-            "fallback": "where a format or precision has no e2e artefact, compute the features with "
-                        "mtl_edge.features.logmel.extract (numpy) and run the features-in artefact"}

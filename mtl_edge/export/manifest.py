@@ -6,7 +6,6 @@ Written last, atomically; every listed artefact exists with the recorded sha256 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from mtl_edge import atomic
@@ -33,12 +32,7 @@ def read_manifest(folder: str | Path, check_files: bool = False) -> dict:
     """The manifest of an export folder; with ``check_files`` every artefact's size and sha256 are checked."""
     folder = Path(folder)
     path = folder / MANIFEST
-    if not path.is_file():
-        raise MtlEdgeError(f"{folder}: no {MANIFEST} (not an export folder)")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError:
-        raise MtlEdgeError(f"{path} is damaged (not JSON)") from None
+    manifest = atomic.read_json(path, f"{folder}: no {MANIFEST} (not an export folder)")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise MtlEdgeError(f"{path}: not an {FORMAT} manifest")
     if manifest.get("version") != VERSION:
