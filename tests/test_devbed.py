@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -265,11 +266,30 @@ def test_profile_is_loadable(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    path = pi4._write_profile()
+    path = pi4.BED.write_profile({})
     assert path == tmp_path / "config" / "mtl-edge" / "devices" / "pi4-emulated.toml"
+    key = tmp_path / "state" / "mtl-edge" / "devbed" / "pi4" / "id_ed25519"
+    assert tomllib.loads(path.read_text()) == {
+        "name": "pi4-emulated", "transport": "ssh", "host": "10.213.7.2", "port": 22, "user": "root",
+        "key": str(key), "known_hosts": str(key.with_name("known_hosts")), "workdir": "/root/mtl-edge-bench",
+        "python": "/opt/mtl-edge/venv/bin/python", "runtime": "onnxruntime", "cpu_affinity": "0", "threads": 1,
+        "emulated": True}
+    assert path.read_text().startswith("# Written by `mtl-edge devbed up pi4`")
     device = load_device(path)
-    assert device.emulated and device.extra["key"] == str(tmp_path / "state" / "mtl-edge" / "devbed" / "pi4" / "id_ed25519")
-    assert device.extra["known_hosts"].endswith("/pi4/known_hosts")
+    assert device.emulated and device.extra["key"] == str(key)
+
+
+def test_android_profile_parses_and_quotes_any_value(tmp_path, monkeypatch):
+    from mtl_edge.devbed import android
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / 'a "quoted"\\ folder'))
+    path = android.BED.write_profile({"serial": "127.0.0.1:5601", "server_port": 5137})
+    assert tomllib.loads(path.read_text()) == {
+        "name": "android-emulated", "transport": "adb", "serial": "127.0.0.1:5601", "adb_server_port": 5137,
+        "workdir": "/data/local/tmp/mtl-edge-bench", "python": "/opt/mtl-edge/venv/bin/python",
+        "runtime": "litert", "cpu_affinity": "0", "threads": 1, "emulated": True}
+    device = load_device(path)
+    assert (device.name, device.transport, device.extra["adb_server_port"]) == ("android-emulated", "adb", 5137)
 
 
 def test_needs_root_is_a_clear_error(monkeypatch):
