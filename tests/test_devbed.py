@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -149,6 +150,26 @@ def test_up_again_is_idempotent(bed):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == str(bed["profile"])
     assert pi4.status()["sshd_pid"] == before["sshd_pid"]
+
+
+def test_a_half_dead_bed_is_cleared_by_up(bed):
+    """sshd killed, its namespace and mounts left: `up` clears what is left and starts a fresh bed."""
+    from mtl_edge.devbed import pi4, process_alive
+
+    before = pi4.status()
+    os.kill(before["sshd_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while process_alive(before["sshd_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    partial = pi4.status()
+    assert (partial["state"], partial["sshd_pid"], partial["netns"]) == ("partial", None, pi4.NET.name)
+    done = _cli("up", "pi4", timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "clearing a half-started bed" in done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(bed["profile"])
+    after = pi4.status()
+    assert after["state"] == "up" and after["sshd_pid"] not in (None, before["sshd_pid"])
+    assert _ssh(bed["device"], "uname -m").stdout.strip() == "aarch64"
 
 
 def test_link_can_be_cut_and_restored(bed):

@@ -16,9 +16,9 @@ checks ``adb shell uname -m`` says aarch64, records pids and ports in the state 
 profile ``${XDG_CONFIG_HOME:-~/.config}/mtl-edge/devices/android-emulated.toml`` (``emulated = true``).
 ``down()`` stops the private adb server, adbd and whatever it ran, unmounts; safe when nothing is up.
 
-What the bed does not emulate (adbd.py's docstring has the list): getprop (the results record the
-Android model and version as missing), dumpsys, pm/am/cmd, SELinux, app processes and users,
-authentication, USB. Timings under qemu are not performance figures.
+What the bed does not emulate (the docstring of ``mtl_edge.devbed.adbd`` has the list): getprop
+(the results record the Android model and version as missing), dumpsys, pm/am/cmd, SELinux, app
+processes and users, authentication, USB. Timings under qemu are not performance figures.
 """
 
 from __future__ import annotations
