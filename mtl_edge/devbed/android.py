@@ -5,8 +5,9 @@ project's own adb protocol server (``mtl_edge.devbed.adbd``) whose commands run 
 Debian userland of the pi4 bed under qemu-user: the "phone" executes aarch64 code, and everything on
 this side of the wire is the real ``adb`` (Debian package adb, 29.0.6) that a real phone would meet.
 
-``up()``: the rootfs (``rootfs.ensure_rootfs``) and qemu-aarch64 in binfmt_misc (shared with the pi4
-bed), /proc, /dev and /sys mounted in it, ``/data/local/tmp`` created, then::
+``up()`` (the shared ``lifecycle.Bed``): the rootfs and qemu-aarch64 in binfmt_misc (shared with the
+pi4 bed), /proc, /dev and /sys mounted in it, then this bed's own part (``Android.start``):
+``/data/local/tmp`` created, then::
 
     python -m mtl_edge.devbed.adbd --port PORT --root ROOTFS       # 127.0.0.1:5601 or a free port
     adb -P SERVER start-server                                      # a PRIVATE adb server

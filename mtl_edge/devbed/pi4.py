@@ -1,6 +1,7 @@
 """The emulated Raspberry Pi 4: an arm64 Debian userland under qemu-user (Cortex-A72) with its own sshd and address.
 
-``up()``: the rootfs (``rootfs.ensure_rootfs``), qemu-aarch64 in binfmt_misc, a network namespace
+``up()`` (the shared ``lifecycle.Bed``): the rootfs, qemu-aarch64 in binfmt_misc, then this bed's
+own part (``Pi4.start``): a network namespace
 ``mtl-edge-pi4`` with a veth pair (host 10.213.7.1/30, bed 10.213.7.2/30), an ed25519 host key and a
 client key (ssh-keygen), a known_hosts entry for the bed's address written here (the host key is
 verified: nothing is accepted on first use), then the rootfs's own aarch64 sshd::
@@ -106,7 +107,6 @@ def sshd_config() -> str:
 
 def _install_sshd(rootfs: Path) -> None:
     from mtl_edge.devbed import qemu
-
     from mtl_edge.devbed.rootfs import inside
 
     conf = inside(rootfs, SSHD_DIR)
