@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from mtl_edge import __version__
-from mtl_edge.devbed.cli import app as devbed_app
+from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.features.logmel import FeatureConfig
 
@@ -28,7 +28,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Build, import, describe and prepare corpora.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-app.add_typer(devbed_app, name="devbed")
+app.add_typer(lazy_typer(
+    "mtl_edge.devbed.cli:app", no_args_is_help=True,
+    help="Emulated device test beds: an arm64 Debian under qemu-user reached over SSH (pi4) or adb (android) "
+         "(needs root). Timings on a bed are not performance figures."), name="devbed")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

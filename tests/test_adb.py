@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 
 class HostBed:
-    """adbd.py running commands on this host + a private adb server connected to it."""
+    """mtl_edge.devbed.adbd running commands on this host + a private adb server connected to it."""
 
     def __init__(self, adb: str, folder: Path):
         self.adb = adb

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,26 @@ def test_up_again_is_idempotent(bed):
     assert pi4.status()["sshd_pid"] == before["sshd_pid"]
 
 
+def test_a_half_dead_bed_is_cleared_by_up(bed):
+    """sshd killed, its namespace and mounts left: `up` clears what is left and starts a fresh bed."""
+    from mtl_edge.devbed import pi4, process_alive
+
+    before = pi4.status()
+    os.kill(before["sshd_pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while process_alive(before["sshd_pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    partial = pi4.status()
+    assert (partial["state"], partial["sshd_pid"], partial["netns"]) == ("partial", None, pi4.NET.name)
+    done = _cli("up", "pi4", timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "clearing a half-started bed" in done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(bed["profile"])
+    after = pi4.status()
+    assert after["state"] == "up" and after["sshd_pid"] not in (None, before["sshd_pid"])
+    assert _ssh(bed["device"], "uname -m").stdout.strip() == "aarch64"
+
+
 def test_link_can_be_cut_and_restored(bed):
     from mtl_edge.devbed import pi4
 
@@ -265,11 +287,30 @@ def test_profile_is_loadable(tmp_path, monkeypatch):
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    path = pi4._write_profile()
+    path = pi4.BED.write_profile({})
     assert path == tmp_path / "config" / "mtl-edge" / "devices" / "pi4-emulated.toml"
+    key = tmp_path / "state" / "mtl-edge" / "devbed" / "pi4" / "id_ed25519"
+    assert tomllib.loads(path.read_text()) == {
+        "name": "pi4-emulated", "transport": "ssh", "host": "10.213.7.2", "port": 22, "user": "root",
+        "key": str(key), "known_hosts": str(key.with_name("known_hosts")), "workdir": "/root/mtl-edge-bench",
+        "python": "/opt/mtl-edge/venv/bin/python", "runtime": "onnxruntime", "cpu_affinity": "0", "threads": 1,
+        "emulated": True}
+    assert path.read_text().startswith("# Written by `mtl-edge devbed up pi4`")
     device = load_device(path)
-    assert device.emulated and device.extra["key"] == str(tmp_path / "state" / "mtl-edge" / "devbed" / "pi4" / "id_ed25519")
-    assert device.extra["known_hosts"].endswith("/pi4/known_hosts")
+    assert device.emulated and device.extra["key"] == str(key)
+
+
+def test_android_profile_parses_and_quotes_any_value(tmp_path, monkeypatch):
+    from mtl_edge.devbed import android
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / 'a "quoted"\\ folder'))
+    path = android.BED.write_profile({"serial": "127.0.0.1:5601", "server_port": 5137})
+    assert tomllib.loads(path.read_text()) == {
+        "name": "android-emulated", "transport": "adb", "serial": "127.0.0.1:5601", "adb_server_port": 5137,
+        "workdir": "/data/local/tmp/mtl-edge-bench", "python": "/opt/mtl-edge/venv/bin/python",
+        "runtime": "litert", "cpu_affinity": "0", "threads": 1, "emulated": True}
+    device = load_device(path)
+    assert (device.name, device.transport, device.extra["adb_server_port"]) == ("android-emulated", "adb", 5137)
 
 
 def test_needs_root_is_a_clear_error(monkeypatch):

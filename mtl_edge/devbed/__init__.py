@@ -2,15 +2,17 @@
 
 A bed is a module with ``up(progress) -> Path`` (starts the bed, writes a device profile for it and
 returns the profile's path), ``down(progress)`` (stops everything the bed started; safe when nothing is
-up) and ``status() -> dict``. Beds register by name in ``BEDS`` (module paths, imported only when used)::
+up) and ``status() -> dict``; both beds here get them from one ``lifecycle.Bed`` subclass each. Beds
+register by name in ``BEDS`` (module paths, imported only when used)::
 
     from mtl_edge import devbed
     profile = devbed.up("pi4")          # -> ~/.config/mtl-edge/devices/pi4-emulated.toml
     devbed.down("pi4")
 
-Shared pieces for every bed: ``rootfs.ensure_rootfs`` (an arm64 Debian userland with the runtimes),
-``qemu.ensure_binfmt`` (qemu-user registered with binfmt_misc), ``netns.Netns`` (a network namespace
-with a veth pair). Emulated timings and memory are not performance figures: profiles say ``emulated``.
+Shared pieces for every bed: ``lifecycle.Bed`` (lock, status, partial-bed cleanup, state paths,
+the profile), the process helpers below (psutil), ``rootfs.ensure_rootfs`` (an arm64 Debian
+userland with the runtimes), ``qemu.ensure_binfmt`` (qemu-user registered with binfmt_misc),
+``netns.Netns`` (a network namespace with a veth pair). Emulated timings and memory are not performance figures: profiles say ``emulated``.
 Nothing here does any work at import time.
 """
 
@@ -21,9 +23,13 @@ import fcntl
 import importlib
 import json
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Iterator
+
+import psutil
 
 from mtl_edge.errors import MtlEdgeError
 
@@ -93,14 +99,82 @@ def config_dir() -> Path:
 def process_alive(pid: int) -> bool:
     """``pid`` runs and is not a zombie (a child of ours that ended is reaped first)."""
     try:
-        os.waitpid(pid, os.WNOHANG)
+        return _alive(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        os.waitpid(proc.pid, os.WNOHANG)
     except (ChildProcessError, OSError):
         pass
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+    try:  # is_running also tells a recycled pid from the process we looked at
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
+
+
+def running(pid: object, *needles: str) -> bool:
+    """``pid`` is alive and its command line holds every one of ``needles``: ours, not a recycled pid."""
+    if not isinstance(pid, int) or not process_alive(pid):
+        return False
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return all(any(needle in arg for arg in argv) for needle in needles)
+
+
+def with_children(pid: int) -> list[int]:
+    """``pid`` and every process below it (a bed's daemon with the commands it runs)."""
+    try:
+        parent = psutil.Process(pid)
+        return [pid, *(child.pid for child in parent.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def stop(pids: list[int], grace: float = 5.0) -> list[int]:
+    """SIGTERM ``pids``, SIGKILL those still alive after ``grace`` seconds; returns the ones that survived."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    for send, wait in ((psutil.Process.terminate, grace), (psutil.Process.kill, 5.0)):
+        for proc in procs:
+            try:
+                send(proc)
+            except psutil.Error:
+                pass
+        deadline = time.monotonic() + wait
+        # a zombie counts as gone: its parent (or init) collects it; psutil.wait_procs would wait for that
+        while (procs := [proc for proc in procs if _alive(proc)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not procs:
+            break
+    return [proc.pid for proc in procs]
+
+
+def spawn(argv: list[str], env: dict, log: Path) -> int:
+    """Start ``argv`` in its own session with output appended to ``log``; it outlives this command.
+
+    posix_spawn, not Popen: nothing waits for it here, and it gets no terminal signals.
+    """
+    exe = shutil.which(argv[0], path=env.get("PATH"))
+    if exe is None:
+        raise MtlEdgeError(f"devbed: {argv[0]} is not installed (scripts/setup-system.sh installs it)")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as fh:
+        fh.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
+        fh.flush()
+        return os.posix_spawn(exe, argv, env, setsid=True, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, fh.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, fh.fileno(), 2),
+        ])
 
 
 def read_state(path: Path) -> dict:

@@ -1,4 +1,8 @@
-"""``mtl-edge devbed up|down|status NAME``: emulated device test beds (registered in ``mtl_edge/cli.py``)."""
+"""``mtl-edge devbed up|down|status NAME``: emulated device test beds.
+
+``mtl_edge/cli.py`` registers this app lazily (``mtl_edge.cli_lazy``): it is imported only when a
+``devbed`` command runs, and it imports nothing of ``mtl_edge.cli`` (no cycle between the two).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +13,24 @@ from typing import Annotated, Iterator
 
 import typer
 
-app = typer.Typer(
-    help="Emulated device test beds: an arm64 Debian under qemu-user reached over SSH (pi4) or adb (android) "
-         "(needs root). Timings on a bed are not performance figures.",
-    no_args_is_help=True,
-)
+app = typer.Typer(no_args_is_help=True)  # its help text is where mtl_edge/cli.py registers it
 
 Name = Annotated[str, typer.Argument(help="The bed: pi4 (an emulated Raspberry Pi 4 reached over SSH) or android (the real adb client against an emulated phone).")]
 
 
 def _command(fn):
-    """mtl_edge.cli's cli_command (MtlEdgeError -> message + exit 1), looked up when the command runs."""
+    """A bed's failure (MtlEdgeError) is a message on stderr and exit code 1, not a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from mtl_edge.cli import cli_command
+        from mtl_edge.errors import MtlEdgeError
+        from mtl_edge.progress import stderr
 
-        return cli_command(fn)(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except MtlEdgeError as exc:
+            stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

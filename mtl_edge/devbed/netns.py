@@ -9,14 +9,12 @@ down: connections stall, new ones fail) the way a Wi-Fi drop would, ``link(down=
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_edge.devbed import require_root, run
+from mtl_edge.devbed import require_root, run, stop
 from mtl_edge.errors import MtlEdgeError
 
 NETNS_DIR = Path("/run/netns")
@@ -101,21 +99,8 @@ class Netns:
     def kill_all(self, grace: float = 5.0) -> list[int]:
         """SIGTERM every process in the namespace, SIGKILL what is left after ``grace`` seconds."""
         victims = self.pids()
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-            pids = self.pids()
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                reap(pids)
-                if not self.pids():
-                    break
-                time.sleep(0.1)
+        stop(victims, grace)
+        stop(self.pids(), grace=0.5)  # what forked meanwhile (an sshd session starting)
         left = self.pids()
         if left:
             raise MtlEdgeError(f"devbed: processes {left} in namespace {self.name} survived SIGKILL")
@@ -151,12 +136,3 @@ class Netns:
             return Path(f"/sys/class/net/{self.host_dev}/carrier").read_text().strip() == "1"
         except OSError:
             return False
-
-
-def reap(pids: list[int]) -> None:
-    """Collect exit statuses of those ``pids`` that are our own children (no zombies left in tests)."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except (ChildProcessError, OSError):
-            pass

@@ -1,6 +1,7 @@
 """The emulated Raspberry Pi 4: an arm64 Debian userland under qemu-user (Cortex-A72) with its own sshd and address.
 
-``up()``: the rootfs (``rootfs.ensure_rootfs``), qemu-aarch64 in binfmt_misc, a network namespace
+``up()`` (the shared ``lifecycle.Bed``): the rootfs, qemu-aarch64 in binfmt_misc, then this bed's
+own part (``Pi4.start``): a network namespace
 ``mtl-edge-pi4`` with a veth pair (host 10.213.7.1/30, bed 10.213.7.2/30), an ed25519 host key and a
 client key (ssh-keygen), a known_hosts entry for the bed's address written here (the host key is
 verified: nothing is accepted on first use), then the rootfs's own aarch64 sshd::
@@ -16,17 +17,14 @@ namespace; it is safe when nothing is up. ``link(down=True)`` cuts the bed's lin
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-from mtl_edge.atomic import write_json, write_text
-from mtl_edge.devbed import (Progress, _quiet, config_dir, locked, log_tail, process_alive, read_state, require_root, run,
-                             state_dir)
+from mtl_edge.atomic import write_text
+from mtl_edge.devbed import Progress, require_root, run, running, spawn, stop
+from mtl_edge.devbed.lifecycle import Bed
 from mtl_edge.devbed.netns import Netns, ip_netns_available
 from mtl_edge.errors import MtlEdgeError
 
@@ -41,32 +39,16 @@ SSHD_DIR = "/etc/ssh/mtl-edge"  # inside the rootfs
 READY_TIMEOUT = 120.0  # sshd and the first login under qemu take a few seconds; a loaded machine more
 
 
-def folder() -> Path:
-    return state_dir() / NAME
-
-
-def profile_path() -> Path:
-    return config_dir() / "devices" / f"{PROFILE_NAME}.toml"
-
-
 def client_key() -> Path:
-    return folder() / "id_ed25519"
+    return BED.folder() / "id_ed25519"
 
 
 def host_key() -> Path:
-    return folder() / "ssh_host_ed25519_key"
+    return BED.folder() / "ssh_host_ed25519_key"
 
 
 def known_hosts() -> Path:
-    return folder() / "known_hosts"
-
-
-def _state_file() -> Path:
-    return folder() / "state.json"
-
-
-def _log_file() -> Path:
-    return folder() / "sshd.log"
+    return BED.folder() / "known_hosts"
 
 
 def ssh_argv(*remote: str, connect_timeout: int = 30) -> list[str]:
@@ -89,22 +71,11 @@ def _keygen(path: Path, comment: str) -> None:
 
 
 def _ensure_keys() -> None:
-    folder().mkdir(parents=True, exist_ok=True)
-    os.chmod(folder(), 0o700)
     _keygen(host_key(), f"mtl-edge devbed {NAME} host")
     _keygen(client_key(), f"mtl-edge devbed {NAME} client")
     key_type, key_data = host_key().with_name(host_key().name + ".pub").read_text().split()[:2]
     host = NET.bed_ip if PORT == 22 else f"[{NET.bed_ip}]:{PORT}"
     write_text(known_hosts(), f"{host} {key_type} {key_data}\n")
-
-
-def _inside(rootfs: Path, relative: str) -> Path:
-    """A path in the rootfs that no symlink in the rootfs redirects to the host."""
-    path = rootfs / relative.lstrip("/")
-    real = os.path.realpath(path)
-    if not real.startswith(os.path.realpath(rootfs) + "/"):
-        raise MtlEdgeError(f"devbed {NAME}: {relative} in the rootfs points outside it ({real})")
-    return path
 
 
 def sshd_config() -> str:
@@ -136,8 +107,9 @@ def sshd_config() -> str:
 
 def _install_sshd(rootfs: Path) -> None:
     from mtl_edge.devbed import qemu
+    from mtl_edge.devbed.rootfs import inside
 
-    conf = _inside(rootfs, SSHD_DIR)
+    conf = inside(rootfs, SSHD_DIR)
     conf.mkdir(parents=True, exist_ok=True)
     os.chmod(conf, 0o755)
     key = conf / "ssh_host_ed25519_key"
@@ -151,34 +123,6 @@ def _install_sshd(rootfs: Path) -> None:
         env=qemu.env(), timeout=120)
 
 
-def _start_sshd(rootfs: Path) -> int:
-    from mtl_edge.devbed import qemu
-
-    argv = ["ip", "netns", "exec", NET.name, "chroot", str(rootfs), "/usr/sbin/sshd", "-D", "-e",
-            "-f", f"{SSHD_DIR}/sshd_config"]
-    ip = shutil.which("ip")
-    if ip is None:
-        raise MtlEdgeError(f"devbed {NAME}: the ip command is missing (Debian package iproute2)")
-    with open(_log_file(), "ab") as log:
-        log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(argv)}\n".encode())
-        log.flush()
-        # posix_spawn, own session: sshd outlives this command and gets no terminal signals
-        pid = os.posix_spawn(ip, argv, qemu.env(), setsid=True, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
-            (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
-        ])
-    return pid
-
-
-def _ours(pid: int, rootfs: str) -> bool:
-    """``pid`` is alive and chrooted into our rootfs (not a recycled pid of something else)."""
-    try:
-        return process_alive(pid) and os.path.realpath(f"/proc/{pid}/root") == os.path.realpath(rootfs)
-    except OSError:
-        return False
-
-
 def _banner(timeout: float = 3.0) -> bool:
     """The bed's port answers with an SSH banner."""
     try:
@@ -189,163 +133,83 @@ def _banner(timeout: float = 3.0) -> bool:
         return False
 
 
-def _wait_ready(pid: int, progress: Progress) -> None:
-    progress("waiting for sshd (aarch64, under qemu)")
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not _banner():
-        if not process_alive(pid):
-            raise MtlEdgeError(f"devbed {NAME}: sshd exited at start (log {_log_file()}): {log_tail(_log_file())}")
-        if time.monotonic() > deadline:
-            raise MtlEdgeError(f"devbed {NAME}: sshd did not answer on {NET.bed_ip}:{PORT} within "
-                               f"{READY_TIMEOUT:.0f} s (log {_log_file()}): {log_tail(_log_file())}")
-        time.sleep(0.3)
-    progress("checking a login with the client key")
-    remaining = max(10.0, deadline - time.monotonic())
+def _check_login() -> None:
+    """A real ``ssh ... true`` with the client key, the host key verified against known_hosts."""
     try:
-        done = subprocess.run(ssh_argv("true"), capture_output=True, text=True, timeout=remaining,
+        done = subprocess.run(ssh_argv("true"), capture_output=True, text=True, timeout=READY_TIMEOUT,
                               stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise MtlEdgeError(f"devbed {NAME}: the ssh client is missing (Debian package openssh-client)") from None
     except subprocess.TimeoutExpired:
-        raise MtlEdgeError(f"devbed {NAME}: ssh login did not finish in {remaining:.0f} s: {log_tail(_log_file())}") from None
+        raise BED.fail(f"ssh login did not finish in {READY_TIMEOUT:.0f} s") from None
     if done.returncode != 0:
-        raise MtlEdgeError(f"devbed {NAME}: ssh login with the client key failed: {done.stderr.strip()} "
-                           f"(sshd log: {log_tail(_log_file())})")
+        raise BED.fail(f"ssh login with the client key failed: {done.stderr.strip()}")
 
 
-def _write_profile() -> Path:
-    def q(value: str) -> str:
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+class Pi4(Bed):
+    """The bed's own parts: keys, a namespace, sshd in the rootfs."""
 
-    text = "\n".join([
-        f"# Written by `mtl-edge devbed up {NAME}`: an emulated Raspberry Pi 4 (arm64 Debian under qemu-user,",
-        "# Cortex-A72) in a network namespace on this machine. Its timings and memory are not performance",
-        "# figures: results carry emulated = true. `mtl-edge devbed down pi4` stops it.",
-        f"name = {q(PROFILE_NAME)}",
-        'transport = "ssh"',
-        f"host = {q(NET.bed_ip)}",
-        f"port = {PORT}",
-        f"user = {q(USER)}",
-        f"key = {q(str(client_key()))}",
-        f"known_hosts = {q(str(known_hosts()))}",
-        f"workdir = {q(WORKDIR)}",
-        'python = "/opt/mtl-edge/venv/bin/python"',
-        'runtime = "onnxruntime"',
-        'cpu_affinity = "0"',
-        "threads = 1",
-        "emulated = true",
-        "",
-    ])
-    path = profile_path()
-    write_text(path, text)
-    return path
+    name = NAME
+    profile_name = PROFILE_NAME
+    transport = "ssh"
+    runtime = "onnxruntime"
+    workdir = WORKDIR
+    log_name = "sshd.log"
+    tools = (("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"), *Bed.tools)
+    about = ("an emulated Raspberry Pi 4 (arm64 Debian under qemu-user,",
+             "Cortex-A72) in a network namespace on this machine.")
 
+    def check_host(self) -> None:
+        super().check_host()
+        reason = ip_netns_available()
+        if reason:
+            raise MtlEdgeError(f"devbed {NAME}: {reason}")
 
-# ---- up / down / status -------------------------------------------------------------------------
+    def start(self, rootfs: Path, state: dict, progress: Progress) -> None:
+        from mtl_edge.devbed import qemu
 
-def _check_host() -> None:
-    require_root(f"devbed {NAME}")
-    reason = ip_netns_available()
-    if reason:
-        raise MtlEdgeError(f"devbed {NAME}: {reason}")
-    for tool, package in (("ssh", "openssh-client"), ("ssh-keygen", "openssh-client"), ("chroot", "coreutils"),
-                          ("zstd", "zstd")):
-        if shutil.which(tool) is None:
-            raise MtlEdgeError(f"devbed {NAME}: {tool} is missing (Debian package {package}; "
-                               f"scripts/setup-system.sh installs it)")
-
-
-def up(progress: Progress = _quiet) -> Path:
-    """Start the bed (idempotent: a running bed is left as it is) and return its profile's path."""
-    from mtl_edge.devbed import qemu, rootfs as rootfs_mod
-
-    _check_host()
-    with locked(folder() / ".lock"):
-        current = status()
-        if current["state"] == "up":
-            progress("already up")
-            return _write_profile()
-        if current["state"] == "partial":
-            progress("clearing a half-started bed")
-            _down(progress)
-        rootfs = rootfs_mod.ensure_rootfs(progress)
-        qemu.ensure_binfmt(progress)
         _ensure_keys()
-        try:
-            progress(f"network namespace {NET.name} ({NET.host_ip} <-> {NET.bed_ip})")
-            NET.up()
-            rootfs_mod.mount(rootfs, NAME)
-            _install_sshd(rootfs)
-            progress("starting sshd")
-            pid = _start_sshd(rootfs)
-            write_json(_state_file(), {"pid": pid, "rootfs": str(rootfs), "netns": NET.name, "host": NET.bed_ip,
-                                       "port": PORT, "started": time.time()})
-            _wait_ready(pid, progress)
-        except BaseException:
-            try:
-                _down(_quiet)
-            except MtlEdgeError:
-                pass
-            raise
-        return _write_profile()
+        progress(f"network namespace {NET.name} ({NET.host_ip} <-> {NET.bed_ip})")
+        NET.up()
+        _install_sshd(rootfs)
+        progress("starting sshd")
+        pid = spawn(["ip", "netns", "exec", NET.name, "chroot", str(rootfs), "/usr/sbin/sshd", "-D", "-e",
+                     "-f", f"{SSHD_DIR}/sshd_config"], qemu.env(), self.log_file())
+        state.update(pid=pid, netns=NET.name, host=NET.bed_ip, port=PORT)
+        self.write_state(state)
+        progress("waiting for sshd (aarch64, under qemu)")
+        self.wait_for(_banner, pid, "sshd", f"answer on {NET.bed_ip}:{PORT}", READY_TIMEOUT, interval=0.3)
+        progress("checking a login with the client key")
+        _check_login()
+
+    def stop(self, state: dict, progress: Progress) -> None:
+        if NET.exists():
+            progress(f"stopping the processes in {NET.name}")
+            NET.kill_all()
+        if _sshd(state.get("pid")):
+            stop([state["pid"]])
+        NET.down()
+
+    def probe(self, state: dict) -> tuple[bool, bool, dict]:
+        require_root(f"devbed {NAME}")  # the state, the namespace's processes and the keys are root's
+        pid = state.get("pid")
+        sshd, netns = _sshd(pid), NET.exists()
+        facts = {"host": NET.bed_ip, "port": PORT, "netns": NET.name if netns else None,
+                 "sshd_pid": pid if sshd else None, "processes": len(NET.pids()) if netns else 0}
+        return sshd and netns and _banner(), sshd or netns, facts
+
+    def connection(self, state: dict) -> dict:
+        return {"host": NET.bed_ip, "port": PORT, "user": USER, "key": str(client_key()),
+                "known_hosts": str(known_hosts())}
 
 
-def _down(progress: Progress) -> None:
-    from mtl_edge.devbed import rootfs as rootfs_mod
-
-    state = read_state(_state_file())
-    root = state.get("rootfs") or str(rootfs_mod.rootfs_path())
-    if NET.exists():
-        progress(f"stopping the processes in {NET.name}")
-        NET.kill_all()
-    pid = state.get("pid")
-    if isinstance(pid, int) and _ours(pid, root):
-        for sig in (15, 9):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            for _ in range(50):
-                if not process_alive(pid):
-                    break
-                time.sleep(0.1)
-            if not process_alive(pid):
-                break
-    progress("unmounting and removing the namespace")
-    rootfs_mod.unmount(Path(root), NAME)
-    NET.down()
-    _state_file().unlink(missing_ok=True)
+def _sshd(pid: object) -> bool:
+    """The recorded pid is still the bed's sshd (its command line names the bed's sshd_config)."""
+    return running(pid, "/usr/sbin/sshd", f"{SSHD_DIR}/sshd_config")
 
 
-def down(progress: Progress = _quiet) -> None:
-    """Stop every process the bed started, unmount, delete the namespace. Safe when nothing is up."""
-    require_root(f"devbed {NAME}")
-    with locked(folder() / ".lock"):
-        _down(progress)
-
-
-def status() -> dict:
-    """``state``: up (sshd answers), partial (something is left), down (nothing)."""
-    from mtl_edge.devbed import rootfs as rootfs_mod
-
-    require_root(f"devbed {NAME}")  # the state, the namespace's processes and the keys are root's
-    state = read_state(_state_file())
-    pid = state.get("pid")
-    root = state.get("rootfs") or str(rootfs_mod.rootfs_path())
-    running = isinstance(pid, int) and _ours(pid, root)
-    netns = NET.exists()
-    reachable = running and netns and _banner()
-    mounted = bool(rootfs_mod.mounted_holders(Path(root))) and NAME in rootfs_mod.mounted_holders(Path(root))
-    if reachable:
-        summary = "up"
-    elif running or netns or mounted or state:
-        summary = "partial"
-    else:
-        summary = "down"
-    return {"name": NAME, "state": summary, "host": NET.bed_ip, "port": PORT, "netns": NET.name if netns else None,
-            "sshd_pid": pid if running else None, "processes": len(NET.pids()) if netns else 0,
-            "profile": str(profile_path()) if profile_path().is_file() else None, "rootfs": root,
-            "emulated": True}
+BED = Pi4()
+up, down, status, folder, profile_path = BED.up, BED.down, BED.status, BED.folder, BED.profile_path
 
 
 def link(down: bool = True) -> None:

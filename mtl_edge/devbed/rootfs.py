@@ -65,6 +65,15 @@ def rootfs_path() -> Path:
     return state_dir() / f"rootfs-{ARCH}-{recipe_hash()}"
 
 
+def inside(rootfs: Path, relative: str) -> Path:
+    """A path in the rootfs that no symlink in the rootfs redirects to the host (a bed writes there as root)."""
+    path = rootfs / relative.lstrip("/")
+    real = os.path.realpath(path)
+    if not real.startswith(os.path.realpath(rootfs) + "/"):
+        raise MtlEdgeError(f"devbed: {relative} in the rootfs points outside it ({real})")
+    return path
+
+
 # ---- mounts -------------------------------------------------------------------------------------
 
 def _unescape(field: str) -> str:
