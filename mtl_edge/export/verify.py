@@ -12,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.runtimes.agreement import accuracy as _accuracy
+from mtl_edge.runtimes.agreement import agreement as _agreement
+from mtl_edge.runtimes.agreement import top1
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "int8-dynamic": 0.95, "int8": 0.95,
                                         "accuracy_drop": 0.02}
@@ -26,11 +29,6 @@ def resolve_thresholds(thresholds: dict | None) -> dict[str, float]:
     return out
 
 
-def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float | None:
-    known = labels >= 0
-    return float(np.mean(pred[known] == labels[known])) if known.any() else None
-
-
 def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: dict[str, np.ndarray],
             testset, tasks: list[str]) -> dict:
     """The verification record of an artefact's outputs on the test set (all rows) against ``reference``."""
@@ -40,12 +38,12 @@ def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: 
         ref = reference[task][tt.rows]
         if task not in outputs:
             per_task[task] = {"n": int(len(tt.rows)), "agreement": 0.0, "accuracy": None,
-                              "torch_accuracy": _accuracy(ref.argmax(1), tt.labels), "max_abs_diff": None,
+                              "torch_accuracy": _accuracy(top1(ref), tt.labels), "max_abs_diff": None,
                               "error": "no output of this name"}
             continue
         got = np.asarray(outputs[task], dtype=np.float32)[tt.rows]
-        pred, ref_pred = got.argmax(1), ref.argmax(1)
-        entry = {"n": int(len(tt.rows)), "agreement": float(np.mean(pred == ref_pred)),
+        pred, ref_pred = top1(got), top1(ref)
+        entry = {"n": int(len(tt.rows)), "agreement": _agreement(pred, ref_pred),
                  "accuracy": _accuracy(pred, tt.labels), "torch_accuracy": _accuracy(ref_pred, tt.labels),
                  "max_abs_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else None}
         if got.shape != ref.shape:
@@ -84,12 +82,12 @@ def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, t
     Returns the verification record with ``status`` ("ok" or, with ``allow_degraded``, "degraded")
     and ``problems`` (the failure messages).
     """
-    from mtl_edge.export.runtime import runners
+    from mtl_edge.runtimes import load_format
 
     thresholds = resolve_thresholds(thresholds)
-    run, _ = runners(fmt, path)
-    outputs = run(testset.features)
-    order = output_names(fmt, path)
+    loaded = load_format(fmt, path)
+    outputs = loaded.run(testset.features)
+    order = loaded.output_names
     record = compare(outputs, order, reference, testset, tasks)
     problems = failures(record, tasks, precision, thresholds, artefact or str(path))
     if problems and not allow_degraded:
@@ -100,23 +98,6 @@ def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, t
     record["thresholds"] = {"agreement": thresholds[precision], "accuracy_drop": thresholds["accuracy_drop"]
                             if precision.startswith("int8") else None}
     return record
-
-
-def output_names(fmt: str, path) -> list[str]:
-    """Output names in graph order, as the runtime reports them."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        return [o.name for o in ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_outputs()]
-    if fmt == "torch":
-        from mtl_edge.export.torchscript import describe as describe_torch
-
-        return [o["name"] for o in describe_torch(path)["outputs"]]
-    from mtl_edge.export.tflite import describe
-
-    return [o["name"] for o in describe(path)["outputs"]]
 
 
 def render_markdown(rows: list[dict]) -> str:

@@ -321,7 +321,7 @@ class AdbTransport:
 
     def run(self, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
         """``adb shell`` the runner: its exit code (shell protocol v2), output, and the device still attached."""
-        from mtl_edge.bench.runner import END_MARKER
+        from mtl_edge.runtimes.runner import END_MARKER
 
         command = self.command_line(argv, env)
         try:
