@@ -76,16 +76,19 @@ def failures(verification: dict, tasks: list[str], precision: str, thresholds: d
 
 
 def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, tasks: list[str], precision: str,
-                    thresholds: dict | None = None, allow_degraded: bool = False, artefact: str | None = None) -> dict:
+                    thresholds: dict | None = None, allow_degraded: bool = False, artefact: str | None = None,
+                    runtime: str | None = None) -> dict:
     """Run ``path`` with its runtime on every test row and check it; raise MtlEdgeError on a failure.
+
+    ``runtime``: a runtime of the ``mtl_edge.runtimes`` registry (default: the desktop one for ``fmt``).
 
     Returns the verification record with ``status`` ("ok" or, with ``allow_degraded``, "degraded")
     and ``problems`` (the failure messages).
     """
-    from mtl_edge.runtimes import load_format
+    from mtl_edge import runtimes
 
     thresholds = resolve_thresholds(thresholds)
-    loaded = load_format(fmt, path)
+    loaded = runtimes.load(runtime, path) if runtime else runtimes.load_format(fmt, path)
     outputs = loaded.run(testset.features)
     order = loaded.output_names
     record = compare(outputs, order, reference, testset, tasks)
