@@ -139,3 +139,26 @@ def test_loaded_artefacts_run_any_number_of_rows(export_dir):
     assert list(full) == loaded.output_names == TASKS and all(v.shape[0] == 5 for v in full.values())
     one = loaded.call(x[2:3])
     assert all(np.allclose(one[t][0], full[t][2], atol=1e-6) for t in TASKS)
+
+
+def test_answers_of_other_task_kinds_are_compared_by_relative_rms(export_dir, tmp_path):
+    from mtl_edge.bench.answers import RMS_LIMITS, DesktopAnswers
+
+    folder = tmp_path / "export"
+    shutil.copytree(export_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["task_specs"] = {"scene": {"kind": "regression"}}  # its outputs compared as values, not top-1
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (m,) = bench(folder, "desktop", runtime="onnxruntime", results=tmp_path / "r", **QUICK).measurements
+    assert m["answers_status"] == "ok" and m["answers_rel_rms_scene"] <= RMS_LIMITS["fp32"]
+    assert "answers_agreement_scene" not in m and "answers_accuracy_scene" not in m
+    assert m["answers_agreement_kws"] == 1.0 and m["answers_rms_threshold"] == RMS_LIMITS["fp32"]
+
+    entry = manifest["artefacts"][0]
+    checker = DesktopAnswers(folder, manifest)
+    desktop = runtimes.load_format("onnx", folder / entry["path"]).run(checker.testset.features)
+    device = {t: (v.tolist() if t == "scene" else v.argmax(1).tolist()) for t, v in desktop.items()}
+    assert checker.compare([entry], {"multi": device})["answers_status"] == "ok"
+    device["scene"] = (desktop["scene"] * 1.01).tolist()  # 1 % off: a different computation at fp32
+    fields = checker.compare([entry], {"multi": device})
+    assert fields["answers_status"] == "disagrees" and fields["answers_rel_rms_scene"] == pytest.approx(0.01, rel=1e-3)

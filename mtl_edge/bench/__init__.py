@@ -7,7 +7,8 @@ Device profiles are TOML files in ``devices/`` (``devices.load_device``).
 """
 
 from mtl_edge.bench.devices import Device, known_devices, load_device
-from mtl_edge.bench.harness import BenchConfig, BenchResult, bench, compare_record
+from mtl_edge.bench.compare import compare_record
+from mtl_edge.bench.harness import BenchConfig, BenchResult, bench
 from mtl_edge.bench.results import read_lines
 from mtl_edge.runtimes.runner import latency_stats
 

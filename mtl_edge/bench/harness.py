@@ -18,7 +18,6 @@ device and settings; a torn last line is redone.
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,14 +25,16 @@ from typing import Callable
 import numpy as np
 
 from mtl_edge import runtimes
+from mtl_edge.bench.compare import compare_record, measure_frontend, megabytes, rounded
+from mtl_edge.bench.compare import now as _now
 from mtl_edge.bench.devices import Device, load_device
 from mtl_edge.bench.inputs import input_name, testset_inputs
+from mtl_edge.bench.records import Compare, Measurement
 from mtl_edge.bench.results import JsonLines, Listener, read_lines
 from mtl_edge.bench.session import Session, check_artefact, label as _label
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.export.manifest import entries, read_manifest
 
-SCHEMA = 1
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8")
 SETTINGS = ("threads", "cpu_affinity", "warmup_runs", "min_runs", "min_secs", "max_secs")
 DEFAULT_MIN_RUNS = 100
@@ -79,18 +80,6 @@ class BenchConfig:
 
 def _settings_match(line: dict, key: dict) -> bool:
     return all(line.get(k) == v for k, v in key.items())
-
-
-def _r(v, digits: int = 4):
-    return None if v is None else round(float(v), digits)
-
-
-def _mb(kb) -> float | None:
-    return None if kb is None else round(kb / 1024, 3)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_tflite_runtime(entry: dict, allow: bool, log: Callable) -> None:
@@ -204,7 +193,7 @@ class _Bench:
         self.out = BenchResult()
         self._frontend: dict = {}
 
-    def _emit(self, results_file: Path, record: dict) -> None:
+    def _emit(self, results_file: Path, record: Measurement | Compare) -> None:
         for sink in self.sinks:
             sink.record(results_file, record)
 
@@ -269,45 +258,38 @@ class _Bench:
         temperature_before = session.temperature(label, results_file)
         report = session.run(None, job, label, results_file, limit)
         temperature_after = session.temperature(label, results_file)
-        stats = {k: v for k, v in report["total"].items() if k != "times_ms"}
-        record = {
-            "kind": "measurement", "schema": SCHEMA, "time": _now(),
-            **settings, "mode": mode, "transport": cfg.device.transport, "machine": report["machine"],
-            "emulated": cfg.device.emulated, "runtime_version": report["runtime_version"],
-            "model": names, "tasks": [t for a in arts for t in a["tasks"]], "artefact": "+".join(a["path"] for a in arts),
-            "artefact_sha256": sha, "format": fmt, "precision": arts[0]["precision"],
-            "status": "+".join(sorted({a["status"] for a in arts})),
-            "model_bytes": int(sum(a["bytes"] for a in arts)),
-            "import_ms": _r(report["import_ms"]),
-            "init_ms": _r(sum(m["init_ms"] for m in report["artefacts"])),
-            "first_ms": _r(sum(m["first_ms"] for m in report["artefacts"])),
-            **{k: (_r(v, 5) if k.endswith("_ms") else v) for k, v in stats.items()},
-            "wall_s": _r(report["wall_s"], 3), "capped": report["capped"], "clips": report["clips"],
-            "rss_after_import_mb": _mb(report["rss_after_import_kb"]), "peak_rss_mb": _mb(report["peak_rss_kb"]),
-            "delta_rss_mb": (_mb(report["peak_rss_kb"] - report["rss_after_import_kb"])
-                             if report["peak_rss_kb"] is not None and report["rss_after_import_kb"] is not None
-                             else None),
-            "hwm_reset": report["hwm_reset"],
-            **self.env, "temperature_before_c": temperature_before, "temperature_c": temperature_after,
-            "python_version": report["python"], "numpy_version": report["numpy_version"],
-            "export": str(cfg.export.resolve()),
-        }
-        if len(arts) > 1:
-            record["members"] = [{"model": m["name"], "init_ms": _r(m["init_ms"]), "first_ms": _r(m["first_ms"]),
-                                  "p50_ms": _r(m["p50_ms"], 5), "p90_ms": _r(m["p90_ms"], 5)}
-                                 for m in report["artefacts"]]
-        if self.checker is not None and "predictions" in report:
-            record.update(self.checker.compare(arts, report["predictions"]))
-            if record["answers_status"] == "disagrees":
-                self.log(f"WARNING: {record['artefact']} answers differently on device {cfg.device.name} "
-                         f"(agreement {record['answers_agreement_min']} < {record['answers_threshold']})")
+        answers = self.checker.compare(arts, report["predictions"]) if self.checker and "predictions" in report else {}
+        if answers.get("answers_status") == "disagrees":
+            self.log(f"WARNING: {'+'.join(a['path'] for a in arts)} answers differently on device {cfg.device.name} "
+                     f"(agreement {answers['answers_agreement_min']} < {answers['answers_threshold']})")
         times = report["total"]["times_ms"]
         if len(times) > MAX_STORED_LATENCIES:  # evenly spaced samples keep the distribution, not the file size
             times = [times[int(i * len(times) / MAX_STORED_LATENCIES)] for i in range(MAX_STORED_LATENCIES)]
-        record["latencies_ms"] = [round(v, 5) for v in times]
+        before, after = report["rss_after_import_kb"], report["peak_rss_kb"]
+        record = Measurement(
+            time=_now(), **settings, mode=mode, transport=cfg.device.transport, machine=report["machine"],
+            emulated=cfg.device.emulated, runtime_version=report["runtime_version"], model=names,
+            tasks=[t for a in arts for t in a["tasks"]], artefact="+".join(a["path"] for a in arts),
+            artefact_sha256=sha, format=fmt, precision=arts[0]["precision"],
+            status="+".join(sorted({a["status"] for a in arts})), model_bytes=int(sum(a["bytes"] for a in arts)),
+            import_ms=rounded(report["import_ms"]), init_ms=rounded(sum(m["init_ms"] for m in report["artefacts"])),
+            first_ms=rounded(sum(m["first_ms"] for m in report["artefacts"])),
+            stats={k: (rounded(v, 5) if k.endswith("_ms") else v) for k, v in report["total"].items()
+                   if k != "times_ms"},
+            wall_s=rounded(report["wall_s"], 3), capped=report["capped"], clips=report["clips"],
+            rss_after_import_mb=megabytes(before), peak_rss_mb=megabytes(after),
+            delta_rss_mb=megabytes(after - before) if after is not None and before is not None else None,
+            hwm_reset=report["hwm_reset"], environment=self.env, temperature_before_c=temperature_before,
+            temperature_c=temperature_after, python_version=report["python"], numpy_version=report["numpy_version"],
+            export=str(cfg.export.resolve()),
+            members=[{"model": m["name"], "init_ms": rounded(m["init_ms"]), "first_ms": rounded(m["first_ms"]),
+                      "p50_ms": rounded(m["p50_ms"], 5), "p90_ms": rounded(m["p90_ms"], 5)}
+                     for m in report["artefacts"]] if len(arts) > 1 else None,
+            answers=answers, latencies_ms=[round(v, 5) for v in times])
         self._emit(results_file, record)
-        self.out.measurements.append(record)
-        return record
+        line = record.to_json()
+        self.out.measurements.append(line)
+        return line
 
     def _compare(self, rt, prec: str, group: list[dict], alone: dict, results_file: Path, existing: list[dict],
                  settings: dict) -> None:
@@ -332,83 +314,9 @@ class _Bench:
         if cfg.frontend and "fe" not in self._frontend:
             with np.load(self.testset_path, allow_pickle=False) as ts:
                 clip_paths = [str(p) for p in ts["paths"]] if "paths" in ts else []
-            self._frontend["fe"] = _frontend(self.session, self.manifest, clip_paths, cfg.min_runs, cfg.min_secs,
-                                             cfg.max_secs, self.log)
+            self._frontend["fe"] = measure_frontend(self.session, self.manifest, clip_paths, cfg.min_runs, cfg.min_secs,
+                                                     cfg.max_secs, self.log)
         record = compare_record(alone[multi[0]["model"]], [alone[a["model"]] for a in singles], coresident,
-                                multi[0], singles, self._frontend.get("fe"))
-        record.update(ckey)
+                                multi[0], singles, settings, self._frontend.get("fe"))
         self._emit(results_file, record)
-        self.out.compares.append(record)
-
-
-def _ratio(a, b):
-    return None if a is None or b is None or b == 0 else round(a / b, 4)
-
-
-def compare_record(multi: dict, singles: list[dict], coresident: dict | None, multi_entry: dict,
-                   single_entries: list[dict], fe: dict | None = None) -> dict:
-    """The compare line from the measurement lines of the multi model, each single model and the co-resident run."""
-    n = len(singles)
-    s_p50 = sum(s["p50_ms"] for s in singles)
-    s_delta = sum(s["delta_rss_mb"] for s in singles) if all(s["delta_rss_mb"] is not None for s in singles) else None
-    s_peak = sum(s["peak_rss_mb"] for s in singles) if all(s["peak_rss_mb"] is not None for s in singles) else None
-    s_bytes = sum(s["model_bytes"] for s in singles)
-    rec = {
-        "kind": "compare", "schema": SCHEMA, "time": _now(),
-        "device": multi["device"], "runtime": multi["runtime"], "runtime_version": multi["runtime_version"],
-        "machine": multi["machine"], "emulated": multi["emulated"], "format": multi["format"],
-        "precision": multi["precision"], "tasks": list(multi["tasks"]), "n_single": n,
-        "multi_p50_ms": multi["p50_ms"], "single_p50_sum_ms": _r(s_p50, 5),
-        "coresident_p50_ms": coresident["p50_ms"] if coresident else None,
-        "runtime_ratio": _ratio(multi["p50_ms"], s_p50),
-        "runtime_ratio_coresident": _ratio(multi["p50_ms"], coresident["p50_ms"]) if coresident else None,
-        "multi_delta_rss_mb": multi["delta_rss_mb"], "single_delta_rss_sum_mb": _r(s_delta, 3),
-        "coresident_delta_rss_mb": coresident["delta_rss_mb"] if coresident else None,
-        "memory_ratio": _ratio(multi["delta_rss_mb"], s_delta),
-        "memory_ratio_coresident": _ratio(multi["delta_rss_mb"], coresident["delta_rss_mb"]) if coresident else None,
-        "multi_peak_rss_mb": multi["peak_rss_mb"], "single_peak_rss_sum_mb": _r(s_peak, 3),
-        "memory_ratio_peak": _ratio(multi["peak_rss_mb"], s_peak),
-        "multi_model_bytes": multi["model_bytes"], "single_model_bytes_sum": s_bytes,
-        "size_ratio": _ratio(multi["model_bytes"], s_bytes),
-        "frontend_p50_ms": fe["p50_ms"] if fe else None, "frontend_delta_rss_mb": fe["delta_rss_mb"] if fe else None,
-        "runtime_ratio_with_frontend": (_ratio(multi["p50_ms"] + fe["p50_ms"], s_p50 + n * fe["p50_ms"])
-                                        if fe else None),
-        "memory_ratio_with_frontend": (_ratio(multi["delta_rss_mb"] + fe["delta_rss_mb"],
-                                              s_delta + n * fe["delta_rss_mb"])
-                                       if fe and s_delta is not None and multi["delta_rss_mb"] is not None else None),
-        "multi_status": multi_entry.get("status"),
-        "single_status": sorted({e.get("status") for e in single_entries}),
-    }
-    mver = ((multi_entry.get("verification") or {}).get("tasks") or {})
-    for t in multi["tasks"]:
-        rec[f"accuracy_multi_{t}"] = (mver.get(t) or {}).get("accuracy")
-    for e in single_entries:
-        t = e["tasks"][0]
-        rec[f"accuracy_single_{t}"] = ((((e.get("verification") or {}).get("tasks") or {}).get(t)) or {}).get("accuracy")
-    for k in ("cpu_model", "cpu_governor", "cpu_freq_mhz", "temperature_c", "threads", "cpu_affinity"):
-        rec[k] = multi.get(k)
-    return rec
-
-
-def _frontend(session: Session, manifest: dict, clip_paths: list[str], min_runs: int, min_secs: float,
-              max_secs: float, log: Callable) -> dict | None:
-    """The front-end (log-mel summary of one clip) measured once in its own process; None when it cannot be."""
-    import sys
-
-    corpus = Path(manifest.get("corpus") or "")
-    clips = [str(corpus / p) for p in clip_paths[:8] if (corpus / p).is_file()]
-    if session.device.transport != "local" or not clips:
-        log("front-end: not measured (needs the local corpus clips of the export)")
-        return None
-    log("measure: feature front-end (logmel.extract, one clip)")
-    job = {"clips": clips, "feature_config": manifest["feature_config"], "warmup": 3,
-           "min_runs": min(min_runs, 30), "min_secs": min(min_secs, 1.0), "max_secs": max(1.0, min(max_secs, 5.0))}
-    prefix = ["taskset", "-c", session.device.cpu_affinity] if session.device.cpu_affinity else []
-    try:
-        report = session.run([*prefix, sys.executable, "-m", "mtl_edge.bench.frontend"], job, "feature front-end",
-                             Path("(no results written by the front-end)"), 120)
-    except MtlEdgeError as exc:
-        log(f"front-end: not measured ({exc})")
-        return None
-    delta = (report["peak_rss_kb"] - report["rss_after_import_kb"]) if report.get("peak_rss_kb") else None
-    return {"p50_ms": round(report["p50_ms"], 5), "delta_rss_mb": _mb(delta), "runs": report["runs"]}
+        self.out.compares.append(record.to_json())

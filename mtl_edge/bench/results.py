@@ -21,9 +21,9 @@ RECORD_KINDS = ("measurement", "compare")
 
 
 class Listener(Protocol):
-    """Receives each record once it is complete, and the end of the benchmark."""
+    """Receives each record (``bench.records``: ``to_json()`` is its line) once complete, and the end of the benchmark."""
 
-    def record(self, results_file: Path, record: dict) -> None: ...
+    def record(self, results_file: Path, record) -> None: ...
 
     def close(self) -> None: ...
 
@@ -73,9 +73,9 @@ class JsonLines:
             cut_torn_line(results_file)
             self._opened.add(results_file)
 
-    def record(self, results_file: Path, record: dict) -> None:
+    def record(self, results_file: Path, record) -> None:
         self.open(results_file)
-        line = (json.dumps(record, sort_keys=False) + "\n").encode("utf-8")
+        line = (json.dumps(record.to_json(), sort_keys=False) + "\n").encode("utf-8")
         with open(results_file, "ab") as fh:
             fh.write(line)
             fh.flush()
@@ -97,9 +97,10 @@ class Csv:
         self.path, self.fields = Path(path), fields
         self._fh = None
 
-    def record(self, results_file: Path, record: dict) -> None:
-        if record.get("kind") != "measurement":
+    def record(self, results_file: Path, record) -> None:
+        if record.kind != "measurement":
             return
+        line = record.to_json()
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.is_file() or self.path.stat().st_size == 0
@@ -107,7 +108,7 @@ class Csv:
             self._writer = csv.DictWriter(self._fh, self.fields, extrasaction="ignore")
             if fresh:
                 self._writer.writeheader()
-        self._writer.writerow({k: record.get(k) for k in self.fields})
+        self._writer.writerow({k: line.get(k) for k in self.fields})
         self._fh.flush()
 
     def close(self) -> None:

@@ -156,9 +156,9 @@ class GeorgievTable:
     def __init__(self):
         self.compares: list[dict] = []
 
-    def record(self, results_file: Path, record: dict) -> None:
-        if record.get("kind") == "compare":
-            self.compares.append(record)
+    def record(self, results_file: Path, record) -> None:
+        if record.kind == "compare":
+            self.compares.append(record.to_json())
 
     def close(self) -> None:
         print_georgiev(self.compares)

@@ -20,6 +20,9 @@ Facts seen with the real client (29.0.6): ``adb connect`` exits 0 when it fails 
 and a device that vanishes during ``adb shell`` lets the client exit 0 while ``adb devices`` shows it
 ``offline``: after every run the device's state is checked, and the harness treats a report without
 the runner's end marker as a failure.
+
+One concept, one file (about 380 lines): every step is an ``adb`` call whose failures mean the same few
+device states (offline, unauthorised, storage full), mapped in one place.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Files go over SFTP into the remote work folder under a temporary name and are re
 so an interrupted upload never leaves a half file under the real name; a file already there with
 the same size and sha256 is not sent again. A silent dead link is found by keepalive probes within
 seconds (``keepalive``, default 5 s; dead after three intervals without an answer).
+
+One concept, one file (about 470 lines): connection, host-key policy, uploads, remote runs with
+timeouts and the dead-link detection share one paramiko session and its error mapping; splitting them
+would spread that state over several modules.
 """
 
 from __future__ import annotations
