@@ -4,7 +4,7 @@ benchmarks a real artefact through the public functions; unknown names fail loud
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
