@@ -212,10 +212,10 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     from mtl_edge.export.plot import pareto_plot
     from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
     from mtl_edge.export.verify import verify_artefact
-    from mtl_edge.report.tables import render_markdown
     from mtl_edge.features.cache import prepare_features
     from mtl_edge.features.logmel import FeatureConfig
     from mtl_edge.progress import progress_bar
+    from mtl_edge.report.tables import render_markdown
     from mtl_edge.train.data import load_task_data
     from mtl_edge.train.trainer import predict
 
