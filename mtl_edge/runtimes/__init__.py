@@ -59,8 +59,6 @@ def register_runtime(runtime: Runtime, replace: bool = False) -> Runtime:
     taken = [n for n in (runtime.name, *runtime.aliases) if n in _RUNTIMES or n in _ALIASES]
     if taken and not replace:
         raise MtlEdgeError(f"runtime name(s) {', '.join(taken)} already registered")
-    if not Path(runtime.file).is_file():
-        raise MtlEdgeError(f"runtime {runtime.name}: module file {runtime.file} does not exist")
     _RUNTIMES[runtime.name] = runtime
     for alias in runtime.aliases:
         _ALIASES[alias] = runtime.name
@@ -100,6 +98,8 @@ def module(runtime: Runtime | str) -> ModuleType:
     """The runtime's module, imported from its file (as the runner does on a device)."""
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
     if rt.name not in _MODULES:
+        if not Path(rt.file).is_file():
+            raise MtlEdgeError(f"runtime {rt.name}: its module file {rt.file} does not exist")
         spec = importlib.util.spec_from_file_location(f"mtl_edge_runtime_{rt.name.replace('-', '_')}", rt.file)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
@@ -112,7 +112,11 @@ def version(runtime: Runtime | str) -> str:
     try:
         return module(rt).version(**rt.options)
     except ImportError as exc:
-        raise Unsupported(f"runtime {rt.name} is not installed here (python package {rt.package}: {exc})") from None
+        raise _not_installed(rt, exc) from None
+
+
+def _not_installed(rt: Runtime, exc: ImportError) -> Unsupported:
+    return Unsupported(f"runtime {rt.name} is not installed here (python package {rt.package}: {exc})")
 
 
 class Loaded:
@@ -169,7 +173,7 @@ def load(runtime: Runtime | str, path: str | Path, threads: int = 1) -> Loaded:
         mod = module(rt)
         model = mod.load(str(path), threads, **rt.options)
     except ImportError as exc:
-        raise Unsupported(f"runtime {rt.name} is not installed here (python package {rt.package}: {exc})") from None
+        raise _not_installed(rt, exc) from None
     except NotImplementedError as exc:
         raise Unsupported(f"{path}: {rt.title} cannot take it: {_first(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the runtime's own load error, named with the file
