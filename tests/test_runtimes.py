@@ -3,6 +3,7 @@ benchmarks a real artefact through the public functions; unknown names fail loud
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 
@@ -11,6 +12,7 @@ import pytest
 
 from mtl_edge import runtimes
 from mtl_edge.bench import bench, read_lines
+from mtl_edge.bench.results import Csv
 from mtl_edge.errors import MtlEdgeError, Unsupported
 
 pytestmark = pytest.mark.slow
@@ -118,7 +120,10 @@ def test_unknown_runtimes_and_formats_fail_loudly(tmp_path):
 def test_resume_redoes_a_torn_last_line_and_keeps_the_earlier_ones(export_dir, tmp_path):
     results = tmp_path / "r"
     common = dict(runtime="onnxruntime", results=results, answers=False, **QUICK)
-    bench(export_dir, "desktop", threads=1, **common)
+    table = tmp_path / "m.csv"
+    (m1,) = bench(export_dir, "desktop", threads=1, listeners=[Csv(table)], **common).measurements
+    rows = list(csv.DictReader(table.open()))  # the CSV listener: one row per measurement, the main fields
+    assert len(rows) == 1 and rows[0]["p50_ms"] == str(m1["p50_ms"]) and rows[0]["artefact_sha256"] == m1["artefact_sha256"]
     path = bench(export_dir, "desktop", threads=2, **common).results[0]
     first, second = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(first + second[: len(second) // 2])  # the machine died while writing the second record
