@@ -147,7 +147,8 @@ def data_describe(
     on_bad_audio: OnBadAudio = "fail",
 ):
     """Dataset measurements per task: sizes, label entropy and kurtosis, lengths, rates, SNR, splits."""
-    from mtl_edge.data.describe import describe_corpus, render_table
+    from mtl_edge.data.describe import describe_corpus
+    from mtl_edge.report.tables import render_table
 
     report = describe_corpus(corpus, on_bad_audio=_check_policy(on_bad_audio))
     _report_skipped(report.get("skipped", []))
@@ -229,8 +230,9 @@ def train(
     Features: those `data prepare` last wrote for the corpus, unless feature options are given."""
     from mtl_edge.features.cache import resolve_config
     from mtl_edge.train.data import parse_tasks
+    from mtl_edge.report.tables import render_metrics
     from mtl_edge.train.models import model_entry
-    from mtl_edge.train.run import render_metrics, train_run
+    from mtl_edge.train.run import train_run
 
     cfg = _train_config(model, hidden, seed, weighting, epochs)
     kind = model_entry(cfg.model).input_kind
@@ -256,7 +258,7 @@ def evaluate(
     """Evaluate a run's checkpoints on another corpus; labels the model never saw are reported."""
     from mtl_edge.progress import stderr
     from mtl_edge.train.evaluate import evaluate_run
-    from mtl_edge.train.run import render_metrics
+    from mtl_edge.report.tables import render_metrics
 
     report = evaluate_run(run, corpus, split)
     render_metrics(report)
@@ -313,40 +315,25 @@ def bench(
     max_secs: Annotated[float, typer.Option("--max-secs", min=0.01, help="Measured seconds at most (caps min-runs).")] = 20.0,
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1.0, help="Seconds before a runner is declared hung.")] = None,
     allow_disagreement: Annotated[bool, typer.Option("--allow-disagreement", help="Do not fail when an artefact answers differently on the device than here (still marked).")] = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the main fields of every measurement to this CSV file.")] = None,
 ):
     """Measure latency and memory of exported artefacts on a device, in a separate runner process.
 
     The device's answers on the whole test split are checked against this machine's for every artefact.
     """
+    from mtl_edge.bench.devices import load_device
     from mtl_edge.bench.harness import bench as run_bench
+    from mtl_edge.bench.results import Csv
+    from mtl_edge.report.tables import GeorgievTable
 
+    if load_device(device).emulated:
+        typer.echo("NOTE: the device is EMULATED (qemu): its timings and memory are not performance figures.")
+    listeners = [GeorgievTable(), *([Csv(csv)] if csv else [])]
     result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision, compare=compare,
                        results=results, resume=resume, min_runs=min_runs, min_secs=min_secs, max_secs=max_secs,
-                       timeout=timeout, allow_disagreement=allow_disagreement)
-    if any(m.get("emulated") for m in result.measurements):
-        typer.echo("NOTE: the device is EMULATED (qemu): its timings and memory are not performance figures.")
-    _print_georgiev(result.compares)
+                       timeout=timeout, allow_disagreement=allow_disagreement, listeners=listeners)
     typer.echo(f"{len(result.measurements)} measurement(s), {len(result.compares)} comparison(s) written, "
                f"{result.skipped} skipped (resume) -> {', '.join(str(p) for p in result.results)}")
-
-
-def _print_georgiev(compares: list[dict]) -> None:
-    if not compares:
-        return
-    from rich.table import Table
-
-    from mtl_edge.progress import stdout_console
-
-    table = Table(title="multi-task model / sum of single-task models (lower is better)")
-    for column in ("runtime", "precision", "runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
-        table.add_column(column, justify="right" if "ratio" in column else "left")
-    for line in compares:
-        cells = [str(line.get("runtime")), str(line.get("precision"))]
-        for key in ("runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
-            value = line.get(key)
-            cells.append("-" if value is None else f"{value:.3f}")
-        table.add_row(*cells)
-    stdout_console().print(table)
 
 
 @app.command("report")
@@ -384,9 +371,10 @@ def demo(
     import time
 
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
-    from mtl_edge.data.describe import describe_corpus, render_table
+    from mtl_edge.data.describe import describe_corpus
+    from mtl_edge.report.tables import GeorgievTable, render_metrics, render_table
     from mtl_edge.train.data import parse_tasks
-    from mtl_edge.train.run import render_metrics, train_run
+    from mtl_edge.train.run import train_run
     from mtl_edge.train.trainer import TrainConfig
 
     started = time.perf_counter()
@@ -399,15 +387,15 @@ def demo(
 
     # the demo shows degraded artefacts in its table instead of stopping at the first one
     exported = export_run(run.folder, force=True, allow_degraded=True, end_to_end=True)
-    typer.echo((exported.folder / "verification.md").read_text())
-    typer.echo(f"{len(exported.artefacts)} artefact(s), {len(exported.degraded)} degraded -> {exported.folder}")
+    typer.echo(f"{len(exported.artefacts)} artefact(s), {len(exported.degraded)} degraded, "
+               f"{len(exported.unsupported)} unsupported -> {exported.folder}")
+    typer.echo(f"verification: {exported.folder / 'verification.md'}")
     from mtl_edge.bench.harness import bench as run_bench
     from mtl_edge.report import render_report
 
     # the desktop benchmark (shorter measuring windows than the command's defaults)
     measured = run_bench(exported.folder, device="desktop", runtime="onnxruntime,litert", compare="single",
-                         min_runs=100, min_secs=0.5, max_secs=5.0)
-    _print_georgiev(measured.compares)
+                         min_runs=100, min_secs=0.5, max_secs=5.0, listeners=[GeorgievTable()])
     rendered = render_report(measured.results)
     typer.echo(f"report: {rendered.markdown}")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s; run in {run.folder}")

@@ -234,14 +234,21 @@ def test_bad_requests_are_refused(export_dir):
         bench(export_dir, runtime="torch", precisions="int8", **QUICK)
 
 
-def test_the_runner_imports_only_numpy_and_the_runtimes():
-    from mtl_edge.bench import runner
+def _imported(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+            for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+            for a in (n.names if isinstance(n, ast.Import) else [n])} - sys.stdlib_module_names - {"__future__"}
 
-    tree = ast.parse(Path(runner.__file__).read_text())
-    modules = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
-               for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-               for a in (n.names if isinstance(n, ast.Import) else [n])}
-    assert modules - sys.stdlib_module_names - {"__future__"} == {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime", "torch"}
+
+def test_the_runner_and_the_runtime_modules_import_only_numpy_and_their_runtime():
+    from mtl_edge import runtimes
+
+    assert _imported(runtimes.runner_file()) == {"numpy"}
+    expected = {"onnxruntime": {"numpy", "onnxruntime"}, "litert": {"numpy", "ai_edge_litert", "tflite_runtime"},
+                "tflite-runtime": {"numpy", "ai_edge_litert", "tflite_runtime"}, "torch": {"numpy", "torch"}}
+    for name, modules in expected.items():
+        assert _imported(Path(runtimes.get_runtime(name).file)) == modules, name
 
 
 def test_latency_stats_match_numpy():

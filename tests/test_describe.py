@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from mtl_edge.cli import app
 from mtl_edge.data import describe as describe_mod
 from mtl_edge.data.audio import load_audio, write_wav
-from mtl_edge.data.describe import count_labelled_frames, describe_corpus, estimate_snr_db, parse_activity, render_table
+from mtl_edge.data.describe import count_labelled_frames, describe_corpus, estimate_snr_db, parse_activity
+from mtl_edge.report.tables import render_table
 from mtl_edge.errors import AudioError, ManifestError
 
 TASK_KEYS = {

@@ -238,3 +238,17 @@ def test_end_to_end_refusals(run_dir, tmp_path):
     (corpus / "manifest.csv").write_text("path,task,label,split\na.wav,kws,yes,test\nb.wav,kws,yes,test\n")
     with pytest.raises(MtlEdgeError, match="clips of one length"):
         load_waveforms(corpus, ["a.wav", "b.wav"], FeatureConfig())
+
+
+def test_bench_measures_the_waveform_in_artefacts_on_their_clips(exported, testset, tmp_path):
+    from mtl_edge.bench import bench
+
+    out = bench(exported.folder, "desktop", runtime="onnxruntime", precisions="fp32", results=tmp_path,
+                min_runs=3, min_secs=0.0, max_secs=2.0, warmup=1, progress=False)
+    by_model = {m["model"]: m for m in out.measurements}
+    assert set(by_model) == {"multi", "e2e:multi"}
+    e2e = by_model["e2e:multi"]
+    assert e2e["clips"] == len(testset) and e2e["runs"] >= 3 and e2e["artefact"].startswith("onnx/e2e-multi.fp32")
+    # the desktop ran the same graph on the same waveforms: the runner's answers are its answers
+    assert e2e["answers_status"] == "ok" and e2e["answers_agreement_min"] == 1.0
+    assert all(e2e[f"answers_accuracy_{t}"] is not None for t in TASKS)

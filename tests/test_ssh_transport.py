@@ -419,6 +419,7 @@ def test_the_harness_benchmarks_over_ssh_and_resumes(sshd, onnx_export, tmp_path
         assert {"vcgencmd_temperature_c", "throttled"} <= set(m["device_missing"])
     remote = tmp_path / "remote"
     assert (remote / "mtl_edge_runner.py").is_file() and (remote / "multi.fp32.onnx").is_file()
+    assert (remote / "rt_onnxruntime.py").is_file()  # the runtime's module travels with the runner
     assert not list(remote.glob(".*.part-*"))
     again = bench(onnx_export, device=profile, results=results, resume=True, **QUICK)
     assert again.measurements == [] and again.skipped >= len(lines)

@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 
-from mtl_edge.bench.runner import END_MARKER, _percentile, _reset_hwm, _status_kb, _step
+from mtl_edge.runtimes.runner import END_MARKER, _reset_hwm, _status_kb, _step, percentile
 
 
 def run_job(job: dict) -> dict:
@@ -55,8 +55,8 @@ def run_job(job: dict) -> dict:
     ordered = sorted(times)
     return {"runtime": "numpy", "runtime_version": np.__version__, "machine": platform.machine(),
             "hwm_reset": hwm_reset, "rss_after_import_kb": after_import.get("VmRSS"), "peak_rss_kb": end.get("VmHWM"),
-            "first_ms": first_ms, "runs": len(times), "p50_ms": _percentile(ordered, 50),
-            "p90_ms": _percentile(ordered, 90), "mean_ms": sum(times) / len(times),
+            "first_ms": first_ms, "runs": len(times), "p50_ms": percentile(ordered, 50),
+            "p90_ms": percentile(ordered, 90), "mean_ms": sum(times) / len(times),
             "clip_seconds": float(np.mean([len(c) for c in clips]) / cfg.sample_rate), "clips": len(clips)}
 
 

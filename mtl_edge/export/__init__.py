@@ -151,9 +151,9 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     from mtl_edge.export.graph import export_graph, parameter_count
     from mtl_edge.export.plot import pareto_plot
     from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
-    from mtl_edge.export.verify import render_markdown
     from mtl_edge.features.inputs import config_from_json
     from mtl_edge.progress import progress_bar
+    from mtl_edge.report.tables import render_markdown
     from mtl_edge.tasks import specs_from_checkpoint
     from mtl_edge.train.data import load_task_data
     from mtl_edge.train.trainer import predict

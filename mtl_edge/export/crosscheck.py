@@ -3,8 +3,8 @@
 Many Raspberry Pi images ship ``tflite-runtime`` 2.14 rather than ai-edge-litert. It needs numpy<2
 (so it lives in its own environment, named by ``--tflite-runtime PYTHON``), cannot load some newer op
 versions (FULLY_CONNECTED v12) and was seen returning silently wrong answers for dynamic-range
-quantised models. Each TFLite artefact is run there by the benchmark runner (``answers`` job, one
-timed run) on the whole test split and its top-1 answers are compared with ai-edge-litert's on the same
+quantised models. Each TFLite artefact is run there by the benchmark runner with the registry's
+``tflite-runtime`` module (``answers`` job, one timed run) on the whole test split and its top-1 answers are compared with ai-edge-litert's on the same
 file (the quantisation error itself is already judged by the export's verification; this asks whether
 the old interpreter computes the same graph): the manifest records ``ok`` (agreement >= 0.99),
 ``disagrees`` or ``cannot-load`` per artefact, with the agreement with PyTorch beside it, and the
@@ -44,18 +44,24 @@ def check_interpreter(python: str) -> str:
 def crosscheck(python: str, artefacts: list[dict], folder: Path, work: Path, features: np.ndarray,
                references: dict[str, dict[str, np.ndarray]], log) -> None:
     """Add ``tflite_runtime`` = {version, status, agreement, reason} to every TFLite entry of ``artefacts``."""
-    from mtl_edge.bench import runner as runner_module
-    from mtl_edge.export.runtime import runners
+    from mtl_edge import runtimes
+    from mtl_edge.runtimes.agreement import agreement as agree
+    from mtl_edge.runtimes.agreement import top1
+    from mtl_edge.runtimes.runner import parse_report
 
     version = check_interpreter(python)
+    old = runtimes.get_runtime("tflite-runtime")
     script = work / "tflite_runtime_runner.py"
-    shutil.copyfile(runner_module.__file__, script)
+    shutil.copyfile(runtimes.runner_file(), script)
+    module = work / Path(old.file).name
+    shutil.copyfile(old.file, module)
     rows = work / "tflite_runtime_features.npy"
     np.save(rows, np.ascontiguousarray(features, dtype=np.float32))
     for entry in artefacts:
         if entry["format"] != "tflite" or not entry.get("path") or entry.get("end_to_end"):
             continue
-        job = {"runtime": "tflite-runtime", "features": str(rows), "threads": 1, "warmup": 0, "min_runs": 1,
+        job = {"runtime": old.name, "runtime_module": str(module), "runtime_options": old.options,
+               "inputs": str(rows), "input_name": "features", "threads": 1, "warmup": 0, "min_runs": 1,
                "min_secs": 0, "max_secs": 0.001, "answers": True,
                "artefacts": [{"name": entry["model"], "path": str((folder / entry["path"]).resolve())}]}
         job_file = work / "tflite_runtime_job.json"
@@ -66,19 +72,20 @@ def crosscheck(python: str, artefacts: list[dict], folder: Path, work: Path, fea
             entry["tflite_runtime"] = {"version": version, "status": "cannot-load", "agreement": None,
                                        "reason": "timed out after 600 s"}
             continue
-        if proc.returncode != 0 or runner_module.END_MARKER not in proc.stdout:
+        try:
+            report = parse_report(proc.stdout) if proc.returncode == 0 else None
+        except ValueError:
+            report = None
+        if report is None:
             lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("STEP ")]
             entry["tflite_runtime"] = {"version": version, "status": "cannot-load", "agreement": None,
                                        "reason": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
         else:
-            report = json.loads(proc.stdout[:proc.stdout.rindex(runner_module.END_MARKER)].strip().splitlines()[-1])
             answers = report["predictions"][entry["model"]]
-            litert = runners("tflite", folder / entry["path"])[0](features)
+            litert = runtimes.load_format("tflite", folder / entry["path"]).run(features)
             reference = references[entry["model"]]
-            agreement = {t: round(float(np.mean(np.asarray(answers[t]) == np.argmax(litert[t], axis=1))), 4)
-                         for t in entry["tasks"]}
-            torch_agreement = {t: round(float(np.mean(np.asarray(answers[t]) == np.argmax(reference[t], axis=1))), 4)
-                               for t in entry["tasks"]}
+            agreement = {t: round(agree(answers[t], top1(litert[t])), 4) for t in entry["tasks"]}
+            torch_agreement = {t: round(agree(answers[t], top1(reference[t])), 4) for t in entry["tasks"]}
             worst = min(agreement.values())
             entry["tflite_runtime"] = {
                 "version": version, "status": "ok" if worst >= AGREEMENT else "disagrees", "agreement": agreement,

@@ -16,6 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.runtimes.agreement import accuracy as _accuracy
+from mtl_edge.runtimes.agreement import agreement as _agreement
+from mtl_edge.runtimes.agreement import relative_rms
+from mtl_edge.runtimes.agreement import top1
 
 DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "int8-dynamic": 0.95, "int8": 0.95,
                                         "accuracy_drop": 0.02,
@@ -31,11 +35,6 @@ def resolve_thresholds(thresholds: dict | None) -> dict[str, float]:
     return out
 
 
-def _accuracy(pred: np.ndarray, labels: np.ndarray) -> float | None:
-    known = labels >= 0
-    return float(np.mean(pred[known] == labels[known])) if known.any() else None
-
-
 def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: dict[str, np.ndarray],
             testset, tasks: list[str]) -> dict:
     """The verification record of an artefact's outputs on the test set (all rows) against ``reference``."""
@@ -48,12 +47,12 @@ def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: 
             continue
         if task not in outputs:
             per_task[task] = {"n": int(len(tt.rows)), "agreement": 0.0, "accuracy": None,
-                              "torch_accuracy": _accuracy(ref.argmax(1), tt.labels), "max_abs_diff": None,
+                              "torch_accuracy": _accuracy(top1(ref), tt.labels), "max_abs_diff": None,
                               "error": "no output of this name"}
             continue
         got = np.asarray(outputs[task], dtype=np.float32)[tt.rows]
-        pred, ref_pred = got.argmax(1), ref.argmax(1)
-        entry = {"n": int(len(tt.rows)), "agreement": float(np.mean(pred == ref_pred)),
+        pred, ref_pred = top1(got), top1(ref)
+        entry = {"n": int(len(tt.rows)), "agreement": _agreement(pred, ref_pred),
                  "accuracy": _accuracy(pred, tt.labels), "torch_accuracy": _accuracy(ref_pred, tt.labels),
                  "max_abs_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else None}
         if got.shape != ref.shape:
@@ -75,9 +74,7 @@ def _compare_unlabelled(output, ref: np.ndarray, rows: np.ndarray) -> dict:
     if not np.isfinite(got).all():
         return {**entry, "error": "non-finite outputs"}
     diff = got.astype(np.float64) - ref
-    scale = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) or 1.0
-    return {**entry, "relative_rms_error": float(np.sqrt(np.mean(diff ** 2)) / scale),
-            "max_abs_diff": float(np.abs(diff).max()) if diff.size else 0.0}
+    return {**entry, "relative_rms_error": relative_rms(got, ref), "max_abs_diff": float(np.abs(diff).max()) if diff.size else 0.0}
 
 
 def failures(verification: dict, tasks: list[str], precision: str, thresholds: dict[str, float], artefact: str) -> list[str]:
@@ -107,18 +104,21 @@ def failures(verification: dict, tasks: list[str], precision: str, thresholds: d
 
 
 def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, tasks: list[str], precision: str,
-                    thresholds: dict | None = None, allow_degraded: bool = False, artefact: str | None = None) -> dict:
+                    thresholds: dict | None = None, allow_degraded: bool = False, artefact: str | None = None,
+                    runtime: str | None = None) -> dict:
     """Run ``path`` with its runtime on every test row and check it; raise MtlEdgeError on a failure.
+
+    ``runtime``: a runtime of the ``mtl_edge.runtimes`` registry (default: the desktop one for ``fmt``).
 
     Returns the verification record with ``status`` ("ok" or, with ``allow_degraded``, "degraded")
     and ``problems`` (the failure messages).
     """
-    from mtl_edge.export.runtime import runners
+    from mtl_edge import runtimes
 
     thresholds = resolve_thresholds(thresholds)
-    run, _ = runners(fmt, path)
-    outputs = run(testset.features)
-    order = output_names(fmt, path)
+    loaded = runtimes.load(runtime, path) if runtime else runtimes.load_format(fmt, path)
+    outputs = loaded.run(testset.features)
+    order = loaded.output_names
     record = compare(outputs, order, reference, testset, tasks)
     problems = failures(record, tasks, precision, thresholds, artefact or str(path))
     if problems and not allow_degraded:
@@ -131,69 +131,3 @@ def verify_artefact(fmt: str, path, reference: dict[str, np.ndarray], testset, t
     if any("relative_rms_error" in e for e in record["tasks"].values()):
         record["thresholds"]["relative_rms_error"] = thresholds[f"rms_{precision}"]
     return record
-
-
-def output_names(fmt: str, path) -> list[str]:
-    """Output names in graph order, as the runtime reports them."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        return [o.name for o in ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).get_outputs()]
-    if fmt == "torch":
-        from mtl_edge.export.torchscript import describe as describe_torch
-
-        return [o["name"] for o in describe_torch(path)["outputs"]]
-    from mtl_edge.export.tflite import describe
-
-    return [o["name"] for o in describe(path)["outputs"]]
-
-
-def render_markdown(rows: list[dict]) -> str:
-    """The verification table: one line per (artefact, task)."""
-    head = ("| artefact | model | format | precision | status | task | n | agreement | accuracy | torch acc | "
-            "Δacc | max abs Δlogit | KB | params | latency ms |")
-    lines = [head, "|" + "---|" * 15]
-
-    def f(v, fmt="{:.3f}"):
-        return "-" if v is None else fmt.format(v)
-
-    for a in rows:
-        ver = a.get("verification") or {}
-        lat = (a.get("latency") or {}).get("median_ms")
-        if not ver.get("tasks"):
-            lines.append(f"| {a.get('path') or '-'} | {a['model']} | {a['format']} | {a['precision']} | {a['status']} | "
-                         f"- | - | - | - | - | - | - | - | - | - |")
-            continue
-        for task, e in ver["tasks"].items():
-            acc, torch_acc = e.get("accuracy"), e.get("torch_accuracy")
-            dacc = None if acc is None or torch_acc is None else acc - torch_acc
-            agreement = (f(e["agreement"]) if "agreement" in e  # a reconstruction output: its relative RMS error
-                         else f"rms {f(e.get('relative_rms_error'), '{:.1e}')}")
-            lines.append(f"| {a['path']} | {a['model']} | {a['format']} | {a['precision']} | {a['status']} | {task} | {e['n']} | "
-                         f"{agreement} | {f(acc)} | {f(torch_acc)} | {f(dacc, '{:+.3f}')} | "
-                         f"{f(e['max_abs_diff'], '{:.2e}')} | {a['bytes'] / 1024:.1f} | {a.get('parameters', '-')} | {f(lat, '{:.4f}')} |")
-    notes = [f"- {a['model']} {a['format']} {a['precision']}: {a['status']}: {a.get('reason')}"
-             for a in rows if a["status"] != "ok"]
-    e2e = [a for a in rows if a.get("end_to_end") and a["status"] != "unsupported"]
-    if e2e:
-        notes += ["", "end-to-end artefacts (model e2e:...): waveform in, the front-end inside the graph, so their "
-                      "latency includes it; front-end parity against logmel.extract on the test clips:", ""]
-        for a in e2e:
-            p, inp = a.get("frontend_parity") or {}, a.get("input") or {}
-            parity = (f"error: {p['error']}" if p.get("error") else
-                      f"max abs {f(p.get('max_abs_diff'), '{:.2e}')}, max rel {f(p.get('max_rel_diff'), '{:.2e}')}, "
-                      f"max {f(p.get('max_scaled_diff'), '{:.2e}')} feature std ({p.get('worst_feature')})")
-            notes.append(f"- {a['path']}: input {inp.get('name')} [batch, {inp.get('samples')}] at "
-                         f"{inp.get('sample_rate')} Hz; front-end parity: {parity}")
-    checked = [a for a in rows if a.get("tflite_runtime")]
-    if checked:
-        notes += ["", "tflite-runtime cross-check (top-1 agreement with ai-edge-litert on the same file, "
-                  "whole test split):", ""]
-        for a in checked:
-            c = a["tflite_runtime"]
-            agreement = ", ".join(f"{t} {v:.3f}" for t, v in (c.get("agreement") or {}).items()) or "-"
-            notes.append(f"- {a['path']}: tflite-runtime {c['version']}: {c['status']} ({agreement})"
-                         + (f": {c['reason']}" if c.get("reason") else ""))
-    return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"

@@ -32,7 +32,7 @@ class Report:
 
 def load_results(paths) -> tuple[list[dict], list[dict]]:
     """(measurements, compares) from result files or folders; the latest line per artefact and settings."""
-    from mtl_edge.bench.harness import read_lines
+    from mtl_edge.bench.results import read_lines
 
     if isinstance(paths, (str, Path)):
         paths = [paths]

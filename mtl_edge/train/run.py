@@ -170,27 +170,3 @@ def _fit_in_processes(jobs, corpus, cfg: TrainConfig, input_json: dict, cache_di
                     bar.update(bars[key], completed=completed, **({"description": description} if description else {}))
             for future in done:
                 future.result()  # re-raises a worker's MtlEdgeError here
-
-
-def render_metrics(metrics: dict, console=None) -> None:
-    """The per-task table: single, multi and their difference."""
-    from rich.table import Table
-
-    from mtl_edge.progress import stdout_console
-
-    console = console or stdout_console()
-    has_single = any("single" in e for e in metrics["tasks"].values())
-    table = Table(title=f"test split ({metrics.get('corpus', '')})")
-    table.add_column("task", no_wrap=True)
-    table.add_column("n", justify="right")
-    for side in (["single", "multi", "delta"] if has_single else ["multi"]):
-        table.add_column(f"{side} acc", justify="right")
-        table.add_column(f"{side} macro-F1", justify="right")
-    for task, entry in metrics["tasks"].items():
-        cells = [task, str(entry.get("test_samples", entry.get("samples", "")))]
-        for side in (["single", "multi", "delta"] if has_single else ["multi"]):
-            for metric in ("accuracy", "macro_f1"):
-                value = entry[side][metric]
-                cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
-        table.add_row(*cells)
-    console.print(table)

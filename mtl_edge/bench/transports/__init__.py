@@ -7,7 +7,10 @@ device of that kind is used (paramiko or adb are not needed to benchmark the des
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +22,40 @@ TRANSPORTS: dict[str, str] = {
     "ssh": "mtl_edge.bench.transports.ssh:SshTransport",
     "adb": "mtl_edge.bench.transports.adb:AdbTransport",
 }
+
+# one BLAS / OpenMP thread: the runtime's own thread count is set by the job; no .pyc files on the device
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "PYTHONDONTWRITEBYTECODE": "1"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def runner_env(env: dict | None = None, where: str = "device") -> dict[str, str]:
+    """The environment every transport adds for the runner (``THREAD_ENV`` then ``env``), names checked."""
+    environment = {**THREAD_ENV, **(env or {})}
+    bad = [k for k in environment if not _ENV_NAME.match(str(k))]
+    if bad:
+        raise MtlEdgeError(f"{where}: invalid environment variable name(s) {bad!r} (step: run runner)")
+    return {str(k): str(v) for k, v in environment.items()}
+
+
+def shell_assignments(env: dict | None = None, where: str = "device") -> str:
+    """``runner_env`` as quoted ``NAME=value`` words for a remote POSIX shell."""
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in runner_env(env, where).items())
+
+
+class FileDigests:
+    """sha256 of local files, remembered per (path, size, mtime) for one transport session."""
+
+    def __init__(self):
+        self._known: dict[tuple, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in self._known:
+            with open(path, "rb") as fh:
+                self._known[key] = hashlib.file_digest(fh, "sha256").hexdigest()
+        return self._known[key]
 
 
 class RunnerTimeout(Exception):

@@ -20,11 +20,13 @@ Facts seen with the real client (29.0.6): ``adb connect`` exits 0 when it fails 
 and a device that vanishes during ``adb shell`` lets the client exit 0 while ``adb devices`` shows it
 ``offline``: after every run the device's state is checked, and the harness treats a report without
 the runner's end marker as a failure.
+
+One concept, one file (about 380 lines): every step is an ``adb`` call whose failures mean the same few
+device states (offline, unauthorised, storage full), mapped in one place.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import posixpath
 import re
@@ -34,13 +36,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from mtl_edge.bench.transports import RunnerTimeout
+from mtl_edge.bench.transports import FileDigests, RunnerTimeout, shell_assignments
 from mtl_edge.errors import MtlEdgeError
 
-ENV_DEFAULTS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "PYTHONDONTWRITEBYTECODE": "1"}
 CHECK_BYTES = 64 * 1024  # files at least this big are compared by sha256 on the device before a push
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # the client's own errors about the device (not the remote command's output)
 ADB_DEVICE_ERROR = re.compile(r"^(adb: )?error: (device offline|device '.*' not found|no devices|device unauthorized"
                               r"|device still authorizing|closed|protocol fault)", re.MULTILINE)
@@ -124,7 +123,7 @@ class AdbTransport:
             raise MtlEdgeError(f"device {device.name}: cpu_affinity {device.cpu_affinity!r} / cpu_mask "
                                f"{extra.get('cpu_mask')!r} is not a CPU list (\"0,2-3\") or hex mask") from None
         self._pushed: dict[str, str] = {}  # remote path -> sha256 pushed (or found) in this session
-        self._digests: dict[tuple, str] = {}
+        self._digest = FileDigests()
         self._attach()
         self._check_device()
 
@@ -259,17 +258,6 @@ class AdbTransport:
             raise MtlEdgeError(f"{self._who()}: cannot create the local staging folder {folder} ({exc})") from None
         return folder
 
-    def _digest(self, local: Path) -> str:
-        st = local.stat()
-        key = (str(local.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in self._digests:
-            h = hashlib.sha256()
-            with open(local, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            self._digests[key] = h.hexdigest()
-        return self._digests[key]
-
     def _remote_digest(self, remote: str) -> str | None:
         q = shlex.quote(remote)
         done = self._shell(f"sha256sum {q} 2>/dev/null || toybox sha256sum {q} 2>/dev/null; true", "compare sha256")
@@ -312,16 +300,12 @@ class AdbTransport:
 
     def command_line(self, argv: list[str], env: dict | None = None) -> str:
         """The device shell string for ``argv``: cd to the work folder, quoted env assignments, quoted args."""
-        environment = {**ENV_DEFAULTS, **(env or {})}
-        bad = [k for k in environment if not ENV_NAME.match(str(k))]
-        if bad:
-            raise MtlEdgeError(f"{self._who()}: invalid environment variable name(s) {bad}")
-        assignments = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in environment.items())
+        assignments = shell_assignments(env, self._who())
         return f"cd {shlex.quote(self.remote_dir)} && {assignments} {shlex.join([str(a) for a in argv])}"
 
     def run(self, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
         """``adb shell`` the runner: its exit code (shell protocol v2), output, and the device still attached."""
-        from mtl_edge.bench.runner import END_MARKER
+        from mtl_edge.runtimes.runner import END_MARKER
 
         command = self.command_line(argv, env)
         try:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mtl_edge.bench.transports import RunnerTimeout
+from mtl_edge.bench.transports import RunnerTimeout, runner_env
 from mtl_edge.errors import MtlEdgeError
 
 
@@ -38,8 +38,7 @@ class LocalTransport:
         return [*prefix, self.python, script, job]
 
     def run(self, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
-        environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                       "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+        environment = {**os.environ, **runner_env(env, f"device {self.device.name}")}
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environment)
         except subprocess.TimeoutExpired as exc:

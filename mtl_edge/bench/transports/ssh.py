@@ -14,6 +14,10 @@ Files go over SFTP into the remote work folder under a temporary name and are re
 so an interrupted upload never leaves a half file under the real name; a file already there with
 the same size and sha256 is not sent again. A silent dead link is found by keepalive probes within
 seconds (``keepalive``, default 5 s; dead after three intervals without an answer).
+
+One concept, one file (about 470 lines): connection, host-key policy, uploads, remote runs with
+timeouts and the dead-link detection share one paramiko session and its error mapping; splitting them
+would spread that state over several modules.
 """
 
 from __future__ import annotations
@@ -36,16 +40,13 @@ from pathlib import Path
 
 import paramiko
 
-from mtl_edge.bench.transports import RunnerTimeout
+from mtl_edge.bench.transports import FileDigests, RunnerTimeout, shell_assignments
 from mtl_edge.errors import MtlEdgeError
 
 log = logging.getLogger(__name__)
 
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "PYTHONDONTWRITEBYTECODE": "1"}
 PID_MARKER = "MTL_EDGE_PID "
 COMMAND_TIMEOUT = 300.0  # housekeeping commands (probe, mkdir, sha256sum of an artefact on an SD card)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def fingerprint(key) -> str:
@@ -56,14 +57,6 @@ def fingerprint(key) -> str:
 def _sh(script: str) -> str:
     """Run ``script`` with POSIX sh whatever the user's login shell is (fish, csh, ...)."""
     return "exec sh -c " + shlex.quote(script)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class _UnknownHostKey(paramiko.SSHException):
@@ -128,7 +121,7 @@ class SshTransport:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._remote: dict[str, str] = {}  # remote path -> sha256 of what this connection knows is there
-        self._local: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256
+        self._digest = FileDigests()
         self._connect()
         try:
             self.remote_workdir = self._prepare()
@@ -362,8 +355,7 @@ class SshTransport:
             raise MtlEdgeError(f"{self.where}: {name!r} is not a plain file name (step: upload)")
         remote = posixpath.join(self.remote_workdir, name)
         st = local.stat()
-        key = (str(local.resolve()), st.st_size, st.st_mtime_ns)
-        digest = self._local.get(key) or self._local.setdefault(key, _file_sha256(local))
+        digest = self._digest(local)
         if self._remote.get(remote) == digest:
             return remote
         sftp = self._sftp_client()
@@ -434,11 +426,7 @@ class SshTransport:
 
     def run(self, argv: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run ``argv`` on the device (each argument quoted); on timeout its process group is killed."""
-        environment = {**THREAD_ENV, **(env or {})}
-        bad = [k for k in environment if not _ENV_NAME.match(str(k))]
-        if bad:
-            raise MtlEdgeError(f"{self.where}: invalid environment variable name(s) {bad!r} (step: run runner)")
-        assignments = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in environment.items())
+        assignments = shell_assignments(env, self.where)
         # sshd makes the shell a session (and process group) leader: its pid kills the whole run
         script = (f"printf '{PID_MARKER}%s\\n' \"$$\" >&2; {assignments} {shlex.join(argv)}; exit $?")
 
