@@ -6,9 +6,7 @@ stderr and exit code 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import functools
 import json
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +14,7 @@ import typer
 
 from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
+from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.features.logmel import FeatureConfig
 
@@ -32,31 +31,6 @@ app.add_typer(lazy_typer(
     "mtl_edge.devbed.cli:app", no_args_is_help=True,
     help="Emulated device test beds: an arm64 Debian under qemu-user reached over SSH (pi4) or adb (android) "
          "(needs root). Timings on a bed are not performance figures."), name="devbed")
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from mtl_edge.progress import stderr
-
-    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False, markup=True)
-
-
-def cli_command(fn):
-    """Run a command with warnings on stderr and MtlEdgeError -> clean exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from mtl_edge.progress import stderr
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
-            try:
-                return fn(*args, **kwargs)
-            except MtlEdgeError as exc:
-                stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
-                raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _version(value: bool):

@@ -7,32 +7,16 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from typing import Annotated, Iterator
 
 import typer
 
+from mtl_edge.commands import cli_command
+
 app = typer.Typer(no_args_is_help=True)  # its help text is where mtl_edge/cli.py registers it
 
 Name = Annotated[str, typer.Argument(help="The bed: pi4 (an emulated Raspberry Pi 4 reached over SSH) or android (the real adb client against an emulated phone).")]
-
-
-def _command(fn):
-    """A bed's failure (MtlEdgeError) is a message on stderr and exit code 1, not a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from mtl_edge.errors import MtlEdgeError
-        from mtl_edge.progress import stderr
-
-        try:
-            return fn(*args, **kwargs)
-        except MtlEdgeError as exc:
-            stderr.print(f"[bold red]error:[/bold red] {exc}", highlight=False, markup=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 @contextlib.contextmanager
@@ -62,7 +46,7 @@ def _steps(name: str) -> Iterator:
 
 
 @app.command("up")
-@_command
+@cli_command
 def up(name: Name):
     """Start the bed (idempotent) and print the path of its device profile as the last line.
 
@@ -77,7 +61,7 @@ def up(name: Name):
 
 
 @app.command("down")
-@_command
+@cli_command
 def down(name: Name):
     """Stop every process the bed started, unmount and remove its network namespace (safe when it is down)."""
     from mtl_edge import devbed
@@ -88,7 +72,7 @@ def down(name: Name):
 
 
 @app.command("status")
-@_command
+@cli_command
 def status(name: Name):
     """Whether the bed is up, its address, processes and profile."""
     from mtl_edge import devbed

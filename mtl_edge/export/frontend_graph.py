@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.features.logmel import _PERCENTILE, FeatureConfig, _dct_matrix, _mel_basis, band_statistics
+from mtl_edge.features.logmel import _PERCENTILE, FeatureConfig, _dct_matrix, _mel_basis
+from mtl_edge.features.statistics import band_statistics
 
 
 def _frames(n_samples: int, cfg: FeatureConfig) -> int:
@@ -209,7 +210,7 @@ class FrontEnd(nn.Module):
 
 
 class _TorchOps:
-    """``logmel.band_statistics``' array operations in exportable torch ops (last axis)."""
+    """``statistics.band_statistics``' array operations in exportable torch ops (last axis)."""
 
     mean = staticmethod(lambda a: a.mean(dim=-1))
     min = staticmethod(lambda a: a.amin(dim=-1))
