@@ -419,5 +419,7 @@ def test_cli_data_prepare(tmp_path, word_wavs):
     n = len(feature_names(FeatureConfig(n_mels=32)))
     assert f"{len(WORDS)} clips x {n} features" in result.output
     assert "skipped 1 bad audio file" in result.output
-    (entry,) = cache.iterdir()
+    (entry,) = [p for p in cache.iterdir() if p.is_dir()]
     assert np.load(entry / "features.npy", mmap_mode="r").shape == (len(WORDS), n)
+    current = json.loads((cache / "current.json").read_text())  # what `train` will use for this corpus
+    assert current["features"]["key"] == entry.name and current["features"]["config"]["n_mels"] == 32
