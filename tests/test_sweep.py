@@ -133,7 +133,7 @@ def test_rerun_trains_only_unfinished_runs_and_leaves_finished_ones_untouched(sw
     assert "1 run(s) trained, 5 already done, 0 failed" in result.output
     after = files(out)
     for rel, content in before.items():
-        if not rel.startswith(str(killed)) and rel not in ("sweep.json", "results.csv"):
+        if not rel.startswith(str(killed)) and rel != "results.csv":
             assert after[rel] == content, rel  # same bytes, never rewritten
     assert json.loads((out / killed / "status.json").read_text())["status"] == "done"
     assert after[str(killed / "metrics.json")][0] == before[str(killed / "metrics.json")][0]  # resumed to the same model
@@ -208,3 +208,38 @@ def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_p
     result = sweep(tiny, swept[0], "--dry-run")
     assert result.exit_code == 0, result.output
     assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
+
+
+def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
+    """SIGINT (a terminal's Ctrl-C, to the whole process group) while the second run trains."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cut"
+    args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "150", "--hidden", "128,128,128"]
+    proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first, second = out / "runs/scene/seed0", out / "runs/scene/seed1"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (second / "state.pt").exists():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1 and "interrupted: 1 run(s) unfinished" in stderr
+    assert json.loads((first / "status.json").read_text())["status"] == "done"
+    assert not (second / "status.json").exists() and not (second / "metrics.json").exists()
+    before = files(first)
+    result = sweep(tiny, out, "--workers", "1", args=args)
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 1 already done, 0 failed" in result.output
+    assert files(first) == before and steps_trained(second) == 150

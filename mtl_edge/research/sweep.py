@@ -114,8 +114,12 @@ def is_done(folder: Path) -> bool:
 
 
 def read_status(folder: Path) -> dict:
+    return _json_or_empty(folder / "status.json")
+
+
+def _json_or_empty(path: Path) -> dict:
     try:
-        return atomic.read_json(folder / "status.json", "")
+        return atomic.read_json(path, "")
     except MtlEdgeError:  # missing or damaged (a kill while writing cannot damage it): not done
         return {}
 
@@ -394,7 +398,8 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     # validates every task's labels and builds the feature cache once, before any worker reads it
     load_task_data(config["corpus"], tasks, config_from_json(config["features"]), cache_dir=cache_dir,
                    workers=feature_workers)
-    atomic.write_json(out / "sweep.json", config, sort_keys=False)
+    if _json_or_empty(out / "sweep.json") != config:  # written once (again only where the corpus moved)
+        atomic.write_json(out / "sweep.json", config, sort_keys=False)
 
     result = SweepResult(out, runs, skipped=plan.done)
     todo = [r for r in runs if r not in plan.done]
