@@ -243,3 +243,12 @@ def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 run(s) trained, 1 already done, 0 failed" in result.output
     assert files(first) == before and steps_trained(second) == 150
+    # the resumed run is the run an uninterrupted worker trains
+    from mtl_edge.research.sweep import RunJob, run_job
+
+    config = json.loads((out / "sweep.json").read_text())
+    whole = tmp_path / "whole"
+    job = RunJob(RunSpec(("scene",), 1), str(whole), config["corpus"], {**config["train"], "seed": 1}, config["features"])
+    assert run_job(job)["status"] == "done"
+    assert (whole / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
+    assert (whole / "curves.csv").read_bytes() == (second / "curves.csv").read_bytes()

@@ -441,13 +441,15 @@ class Board:
 
     def start(self, spec: RunSpec) -> None:
         if self.state[spec] == "waiting":  # a worker's start event may arrive after its result
-            self.state[spec], self.started[spec] = "running", time.time()
+            self.started[spec] = time.time()  # before the state: the refresh thread reads both
+            self.state[spec] = "running"
 
     def finish(self, spec: RunSpec, status: dict) -> None:
-        self.state[spec] = "done" if status.get("status") == "done" else "failed"
+        done = status.get("status") == "done"
         self.durations.append(status.get("wall_s") or time.time() - self.started.get(spec, time.time()))
-        if self.state[spec] == "failed":
+        if not done:
             self.errors[spec] = status.get("error", "")
+        self.state[spec] = "done" if done else "failed"
 
     def time_left(self) -> float:
         left = [s for s, v in self.state.items() if v in ("waiting", "running")]

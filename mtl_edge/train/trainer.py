@@ -219,7 +219,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
     n = len(rows_t)
     shared = model.shared_parameters()
-    batches_per_epoch = -(-n // cfg.batch_size)
+    batches_per_epoch = max(1, -(-n // cfg.batch_size))
     epochs = cfg.epochs_for(batches_per_epoch)
     bar_task = progress.add_task(f"{label} epochs", total=epochs, completed=start_epoch) if progress else None
 
