@@ -35,7 +35,7 @@ from mtl_edge.train.trainer import TrainConfig
 
 SWEEP_FORMAT = "mtl-edge-sweep"
 COMBO_SIZES = {"singles": 1, "pairs": 2, "triples": 3, "all": 0}  # 0: every task at once
-DEFAULT_STEPS = 2000  # optimizer steps of every run (~ 8 epochs of 4 tasks on the full demo corpus)
+DEFAULT_STEPS = 2000  # optimizer steps of every run: ~13 epochs of the 4-task model on the full demo corpus
 # Estimates before any run of a sweep has finished, measured with `fit` on the project's 2-core
 # build machine shared with other jobs (model dnn 512x3, batch 64, one torch thread): seconds per
 # optimizer step and per epoch (validation, resumable state), both scaled with the width squared and
