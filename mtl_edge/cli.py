@@ -222,6 +222,56 @@ def train(
     typer.echo(f"run written to {result.folder}")
 
 
+@app.command("sweep")
+@cli_command
+def sweep(
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to combine, e.g. kws,speaker,scene.")],
+    out: Annotated[Path, typer.Option("--out", help="Sweep folder, e.g. sweeps/NAME (rerun the command to continue it).")],
+    combos: Annotated[str, typer.Option("--combos", help="Comma-separated: singles, pairs, triples, all (baselines are added).")] = "singles,pairs",
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1, each combination once per seed.")] = 5,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps of every run, no early stopping (default: 2000).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where runs train: local (worker processes here).")] = "local",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Runs trained at the same time (one process and one thread each).")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a time estimate; train nothing.")] = False,
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "dnn",
+    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "512,512,512",
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default: the training config's, 0.001).")] = None,
+    weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
+    cache: Cache = None,
+    n_mels: NMels = None,
+    win_ms: WinMs = None,
+    hop_ms: HopMs = None,
+):
+    """Train every combination of the tasks with identical settings and seeds; single-task baselines once each.
+
+    Writes OUT/sweep.json, OUT/runs/TASKS/seedK/ and OUT/results.csv (gain of each combination over its baselines)."""
+    from dataclasses import replace
+
+    from mtl_edge.research import sweep as sweeps
+    from mtl_edge.train.data import parse_tasks
+
+    cfg = replace(_train_config(model, hidden, 0, weighting, None), steps=steps or sweeps.DEFAULT_STEPS,
+                  **({"lr": lr} if lr is not None else {}))
+    args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache,
+                feature_overrides={"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms})
+    if dry_run:
+        plan = sweeps.plan_sweep(corpus, parse_tasks(tasks), out, cfg, workers=workers, **args)
+        for spec in plan.runs:
+            typer.echo(f"{'done' if spec in plan.done else 'todo'}  {spec.label}")
+        typer.echo(f"{len(plan.runs)} run(s), {len(plan.done)} done, {cfg.steps} steps each; estimated "
+                   f"{plan.seconds / 60:.1f} min with {workers} worker(s) ({plan.source})")
+        return
+    result = sweeps.run_sweep(corpus, parse_tasks(tasks), out, cfg, executor=executor, workers=workers, **args)
+    if result.results:
+        sweeps.render_results(result.results)
+    typer.echo(f"{len(result.trained)} run(s) trained, {len(result.skipped)} already done, {len(result.failed)} failed "
+               f"-> {result.folder / 'results.csv'}")
+    if result.failed:  # the errors start with the run's label
+        raise MtlEdgeError(f"{len(result.failed)} run(s) failed (recorded in their status.json): " +
+                           "; ".join(result.failed.values()))
+
+
 @app.command("evaluate")
 @cli_command
 def evaluate(

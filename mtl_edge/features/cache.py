@@ -85,6 +85,14 @@ def corpus_fingerprint(root: Path, manifest_bytes: bytes, paths: list[str]) -> s
     return h.hexdigest()
 
 
+def fingerprint_of(corpus: str | Path) -> str:
+    """The fingerprint ``prepare_features`` keys the cache with, without computing anything (sweeps
+    record it to refuse being continued on a changed corpus)."""
+    corpus = Path(corpus)
+    manifest = read_manifest(corpus, check_files=False)
+    return corpus_fingerprint(manifest.root, _manifest_file(corpus).read_bytes(), sorted({r.path for r in manifest.rows}))
+
+
 def cache_key(fingerprint: str, cfg: InputConfig) -> str:
     """Entry name: corpus fingerprint + config JSON + code format, hashed."""
     blob = json.dumps({"corpus": fingerprint, "config": cfg.to_json(), "format": CACHE_FORMATS[input_kind(cfg)]},

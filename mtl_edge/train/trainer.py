@@ -4,7 +4,9 @@ All tasks' samples are shuffled together before batching. A batch goes through t
 each task's head sees only that task's samples, so a sample updates the trunk and its own head
 and no other. Each task's loss, target and validation metric come from its ``TaskSpec``. Model
 selection uses the validation split (the mean over the selecting tasks of their selection
-metric, accuracy for classification), with early stopping. Everything that decides the outcome (weights, optimizer, weighting, both random
+metric, accuracy for classification), with early stopping, or, with a step budget
+(``TrainConfig.steps``), exactly that many optimizer steps and no early stopping, so that runs on
+different task sets train equally long (model selection stays). Everything that decides the outcome (weights, optimizer, weighting, both random
 generators, early-stopping state, learning curves) is saved after every epoch, so ``resume``
 reaches the same final model as an uninterrupted run.
 """
@@ -49,11 +51,18 @@ class TrainConfig:
     select: str = "mean"  # model selection on the validation split: mean or worst per-task accuracy
     weighting: str = "uniform"
     seed: int = 0
+    steps: int = 0  # > 0: exactly this many optimizer steps, no early stopping (epochs, patience unused)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        if not self.steps:  # configs (and resumable states) written before step budgets stay equal
+            del d["steps"]
         return d
+
+    def epochs_for(self, batches_per_epoch: int) -> int:
+        """Epochs to run: ``epochs``, or as many as the step budget needs (the last one may be cut short)."""
+        return -(-self.steps // batches_per_epoch) if self.steps else self.epochs
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainConfig":
@@ -210,15 +219,19 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
     n = len(rows_t)
     shared = model.shared_parameters()
-    bar_task = progress.add_task(f"{label} epochs", total=cfg.epochs, completed=start_epoch) if progress else None
+    batches_per_epoch = max(1, -(-n // cfg.batch_size))
+    epochs = cfg.epochs_for(batches_per_epoch)
+    bar_task = progress.add_task(f"{label} epochs", total=epochs, completed=start_epoch) if progress else None
 
     epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs):
-        if epoch - best_epoch > cfg.patience and best_epoch >= 0:
+    for epoch in range(start_epoch, epochs):
+        if not cfg.steps and epoch - best_epoch > cfg.patience and best_epoch >= 0:
             break
         model.train()
         order = torch.randperm(n, generator=shuffle)
         for b, start in enumerate(range(0, n, cfg.batch_size)):
+            if cfg.steps and epoch * batches_per_epoch + b >= cfg.steps:
+                break  # the budget ends inside this epoch: validate and select on what was trained
             idx = order[start:start + cfg.batch_size]
             batch_tasks = tasks_t[idx]
             mix = mixup_partners(batch_tasks, cfg.mixup, shuffle) if cfg.mixup > 0 else None
@@ -256,10 +269,10 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
             progress.update(bar_task, completed=epoch + 1,
                             description=f"{label} epochs (val {score:.3f}, best {best_score:.3f} @ {best_epoch + 1})")
     if progress:
-        progress.update(bar_task, completed=cfg.epochs)
+        progress.update(bar_task, completed=epochs)
 
     if best_state is None:
-        raise MtlEdgeError(f"{label or 'training'}: no epoch was completed (epochs={cfg.epochs})")
+        raise MtlEdgeError(f"{label or 'training'}: no epoch was completed (epochs={epochs})")
     model.load_state_dict(best_state)
     model.eval()
     _write_curves(folder / "curves.csv", curves)

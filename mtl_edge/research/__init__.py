@@ -1,0 +1,1 @@
+"""Research over many runs: sweeps of task combinations (``sweep``)."""

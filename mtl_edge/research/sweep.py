@@ -1,0 +1,505 @@
+"""Sweeps: every combination of a set of tasks, trained with identical hyper-parameters and seeds.
+
+Layout of ``sweeps/NAME/``:
+
+- ``sweep.json``: the resolved settings (corpus and its fingerprint, tasks, combos, seeds, training
+  and feature config); a folder refuses to be continued with other ones, naming the difference;
+- ``runs/<tasks joined by '+'>/seed<k>/``: what ``fit`` writes, ``metrics.json`` (test metrics per
+  task) and ``status.json`` (done or failed with the error, wall time). A single-task run is the
+  baseline of every combination holding that task: it is trained once per (task, seed);
+- ``results.csv``: per combination, seed and task the selection metric of the single-task baseline,
+  of the combination's model and the gain (positive: sharing helped), rewritten at the end.
+
+Every run trains the same number of optimizer steps (``TrainConfig.steps``, no early stopping), so a
+difference between a combination and its baselines is the task mix, not a longer training. A run is
+done once ``status.json`` says so and ``metrics.json`` is there: a rerun skips it and never rewrites
+it; anything else (killed, failed) is trained again, from its last epoch where ``state.pt`` exists.
+Runs go to an executor (``EXECUTORS``: ``local`` = worker processes on this machine) as a list of
+plain-data ``RunJob``s, so another executor (Ray) only has to run ``run_job`` somewhere else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from mtl_edge import atomic
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.train.trainer import TrainConfig
+
+SWEEP_FORMAT = "mtl-edge-sweep"
+COMBO_SIZES = {"singles": 1, "pairs": 2, "triples": 3, "all": 0}  # 0: every task at once
+DEFAULT_STEPS = 2000  # optimizer steps of every run: ~13 epochs of the 4-task model on the full demo corpus
+# Estimates before any run of a sweep has finished, measured with `fit` on the project's 2-core
+# build machine shared with other jobs (model dnn 512x3, batch 64, one torch thread): seconds per
+# optimizer step and per epoch (validation, resumable state), both scaled with the width squared and
+# the batch size, plus a fixed cost per run (process start, data loading, test metrics).
+SECONDS_PER_STEP = 0.035
+SECONDS_PER_EPOCH = 0.06
+SECONDS_PER_RUN = 5.0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: a task combination and a seed."""
+
+    tasks: tuple[str, ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.tasks)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} seed {self.seed}"
+
+    def folder(self, sweep: Path) -> Path:
+        return Path(sweep) / "runs" / self.name / f"seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Everything a worker needs to train one run (plain data: it crosses process and host boundaries)."""
+
+    spec: RunSpec
+    folder: str
+    corpus: str
+    train: dict  # TrainConfig JSON with this run's seed
+    features: dict  # input config JSON
+    cache_dir: str | None = None
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    runs: list[RunSpec]
+    skipped: list[RunSpec] = field(default_factory=list)  # done before this call
+    trained: list[RunSpec] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run label -> error
+    results: list[dict] = field(default_factory=list)  # the rows of results.csv
+
+
+def parse_combos(text: str) -> list[str]:
+    combos = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in combos if c not in COMBO_SIZES]
+    if unknown or not combos:
+        raise MtlEdgeError(f"unknown combination kind(s) {', '.join(unknown) or repr(text)}; kinds: {', '.join(COMBO_SIZES)}")
+    return combos
+
+
+def plan_runs(tasks: list[str], combos: list[str], seeds: int) -> list[RunSpec]:
+    """The runs of a sweep: each combination once (in task order), plus the single-task baseline of
+    every task a combination holds; baselines first, then by size, each over every seed."""
+    sets: list[tuple[str, ...]] = []
+    for combo in combos:
+        size = COMBO_SIZES[combo] or len(tasks)
+        if size <= len(tasks):
+            sets.extend(itertools.combinations(tasks, size))
+    sets += [(t,) for t in tasks if any(t in s for s in sets)]
+    unique = sorted(set(sets), key=lambda s: (len(s), [tasks.index(t) for t in s]))
+    return [RunSpec(s, seed) for s in unique for seed in range(seeds)]
+
+
+def is_done(folder: Path) -> bool:
+    """A finished run: its status says done and its metrics are there."""
+    status = read_status(folder)
+    return status.get("status") == "done" and (folder / "metrics.json").is_file()
+
+
+def read_status(folder: Path) -> dict:
+    return _json_or_empty(folder / "status.json")
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        return atomic.read_json(path, "")
+    except MtlEdgeError:  # missing or damaged (a kill while writing cannot damage it): not done
+        return {}
+
+
+def run_job(job: RunJob, events=None) -> dict:
+    """Train one run, write its metrics and status; a failure is recorded in the status, not raised,
+    so that one diverging run does not stop a sweep."""
+    import torch
+
+    from mtl_edge.features.inputs import config_from_json
+    from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.run import test_metrics
+    from mtl_edge.train.trainer import fit
+
+    torch.set_num_threads(1)  # small DNN: one thread is the fastest and keeps runs bit-for-bit repeatable
+    if events is not None:
+        events.put(("started", job.spec, time.time()))
+    folder = Path(job.folder)
+    started = time.perf_counter()
+    cfg = TrainConfig.from_json(job.train)
+    status: dict = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "steps": cfg.steps}
+    try:
+        (folder / "metrics.json").unlink(missing_ok=True)  # an unfinished run's metrics are not its result
+        data = load_task_data(job.corpus, list(job.spec.tasks), config_from_json(job.features), cache_dir=job.cache_dir,
+                              workers=1, progress=False)
+        result = fit(data, cfg, folder, resume=True, label=job.spec.label)
+        metrics = test_metrics(result.model, data)
+        atomic.write_json(folder / "metrics.json", {
+            "split": "test", "corpus": job.corpus,
+            "tasks": {t: {"kind": data.specs[t].kind, "test": metrics[t], "test_samples": int(len(data.tasks[t].rows["test"]))}
+                      for t in job.spec.tasks},
+            "task_specs": {t: s.to_json() for t, s in data.specs.items()},
+        }, sort_keys=False)
+        status.update(status="done", best_epoch=result.best_epoch, epochs_run=result.epochs_run)
+    except MtlEdgeError as exc:
+        status.update(status="failed", error=str(exc))
+    except Exception as exc:  # a bug shows in this run's status with its traceback; the other runs go on
+        status.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+    if "error" in status and not status["error"].startswith(job.spec.label):
+        status["error"] = f"{job.spec.label}: {status['error']}"
+    status["wall_s"] = round(time.perf_counter() - started, 3)
+    atomic.write_json(folder / "status.json", status)
+    return status
+
+
+# An executor trains a list of jobs and reports each run's start and its status dict:
+# executor(jobs, workers=N, on_start=fn(spec), on_finish=fn(spec, status)).
+Executor = Callable[..., None]
+
+_EVENTS = None  # the parent's queue, inside a local worker process
+
+
+def _init_worker(events) -> None:
+    global _EVENTS
+    _EVENTS = events
+
+
+def _run_in_worker(job: RunJob) -> dict:
+    return run_job(job, _EVENTS)
+
+
+def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish) -> None:
+    """Worker processes on this machine (spawned: no state inherited); one worker trains in-process.
+
+    Results do not depend on ``workers``: every run sets its own seed and one torch thread."""
+    import multiprocessing
+    import queue as queue_module
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            on_start(job.spec)
+            on_finish(job.spec, run_job(job))
+        return
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(events,)) as pool:
+        futures = {pool.submit(_run_in_worker, job): job for job in jobs}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                while True:
+                    try:
+                        _, spec, _ = events.get_nowait()
+                    except queue_module.Empty:
+                        break
+                    on_start(spec)
+                for future in done:
+                    job = futures[future]
+                    try:
+                        status = future.result()
+                    except Exception as exc:  # the worker process died (killed, out of memory)
+                        status = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "status": "failed",
+                                  "error": f"{job.spec.label}: worker process failed: {type(exc).__name__}: {exc}"}
+                        atomic.write_json(Path(job.folder) / "status.json", status)
+                    on_finish(job.spec, status)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+EXECUTORS: dict[str, Executor] = {"local": run_local}
+PLANNED_EXECUTORS = {"ray": "it needs a pinned ray"}  # named here so that asking for one says so
+
+
+def sweep_config(corpus: Path, fingerprint: str, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
+                 input_config) -> dict:
+    """The resolved settings a sweep folder is bound to (the seed is the run's, not the config's)."""
+    train = cfg.to_json()
+    del train["seed"]
+    return {"format": SWEEP_FORMAT, "version": 1, "corpus": str(corpus), "corpus_fingerprint": fingerprint,
+            "tasks": tasks, "combos": combos, "seeds": list(range(seeds)), "train": train,
+            "features": input_config.to_json()}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in [*new, *(k for k in old if k not in new)]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
+
+
+def check_folder(out: Path, config: dict) -> None:
+    """Refuse a folder that holds something else, or a sweep with other settings (naming them).
+
+    The corpus may move (its path is not compared); its content may not (the fingerprint is)."""
+    path = out / "sweep.json"
+    if path.exists():
+        previous = atomic.read_json(path, "", "; choose another --out")
+        if previous.get("format") != SWEEP_FORMAT:
+            raise MtlEdgeError(f"{path} is not a sweep's settings file; choose another --out")
+        diffs = _differences({k: v for k, v in previous.items() if k != "corpus"},
+                             {k: v for k, v in config.items() if k != "corpus"})
+        if diffs:
+            note = (f" (the sweep was on {previous.get('corpus')}; {config['corpus']} differs in its manifest or audio)"
+                    if any(d.startswith("corpus_fingerprint") for d in diffs) else "")
+            raise MtlEdgeError(f"{out} holds a sweep with other settings: {'; '.join(diffs)}{note}. "
+                               f"Continue it with the same settings, or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise MtlEdgeError(f"{out} exists and is not a sweep folder; choose another --out")
+
+
+def estimate(todo: list[RunSpec], cfg: TrainConfig, workers: int, finished: list[dict],
+             train_samples: dict[str, int]) -> tuple[float, str]:
+    """Seconds to train ``todo`` and where the number comes from: the mean wall time of this sweep's
+    finished runs (all train the same steps), else the documented constants above (epochs from the
+    manifest's training rows)."""
+    times = [s["wall_s"] for s in finished if s.get("status") == "done" and s.get("wall_s")]
+    if times:
+        total, source = len(todo) * sum(times) / len(times), f"mean of {len(times)} finished run(s) of this sweep"
+    else:
+        scale = (max(cfg.hidden) / 512) ** 2 * cfg.batch_size / 64
+        total = 0.0
+        for spec in todo:
+            batches = max(1, -(-sum(train_samples[t] for t in spec.tasks) // cfg.batch_size))
+            total += SECONDS_PER_RUN + scale * (cfg.steps * SECONDS_PER_STEP + cfg.epochs_for(batches) * SECONDS_PER_EPOCH)
+        source = (f"documented constants: {SECONDS_PER_STEP * scale * 1000:.0f} ms per step, "
+                  f"{SECONDS_PER_EPOCH * scale * 1000:.0f} ms per epoch, {SECONDS_PER_RUN:.0f} s per run")
+    return total / max(1, min(workers, len(todo))), source
+
+
+def results_rows(out: Path, runs: list[RunSpec]) -> list[dict]:
+    """Per combination, seed and task: the selection metric of the baseline and of the combination, and the gain."""
+
+    def test_metrics(spec: RunSpec) -> dict:
+        folder = spec.folder(out)
+        return atomic.read_json(folder / "metrics.json", "") if is_done(folder) else {}
+
+    rows = []
+    for spec in runs:
+        if len(spec.tasks) < 2:
+            continue
+        multi = test_metrics(spec)
+        for task in spec.tasks:
+            single = test_metrics(RunSpec((task,), spec.seed))
+            task_spec = (multi or single).get("task_specs", {}).get(task, {})
+            metric = task_spec.get("select_metric", "")
+            a = single.get("tasks", {}).get(task, {}).get("test", {}).get(metric)
+            b = multi.get("tasks", {}).get(task, {}).get("test", {}).get(metric)
+            gain = None if a is None or b is None else (b - a) * (1 if task_spec.get("higher_is_better", True) else -1)
+            rows.append({"combo": spec.name, "seed": spec.seed, "task": task, "metric": metric,
+                         "single": a, "multi": b, "gain": gain})
+    return rows
+
+
+def write_results(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, ["combo", "seed", "task", "metric", "single", "multi", "gain"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic.write_text(path, buf.getvalue())
+
+
+def resolve(corpus: str | Path, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
+            feature_overrides: dict | None = None, cache_dir=None) -> tuple[dict, list[RunSpec], dict[str, int]]:
+    """Check the request against the corpus and resolve it into (sweep config, runs, training samples
+    per task), computing nothing."""
+    from mtl_edge.data.manifest import read_manifest
+    from mtl_edge.features.cache import fingerprint_of, resolve_config
+    from mtl_edge.features.inputs import input_kind
+    from mtl_edge.tasks import is_self_supervised
+    from mtl_edge.train.models import model_entry
+
+    corpus = Path(corpus).resolve()
+    manifest = read_manifest(corpus, check_files=False)
+    unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
+    if unknown:
+        raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
+    if cfg.steps < 1:
+        raise MtlEdgeError("a sweep trains every run for the same number of steps: give --steps >= 1")
+    if seeds < 1:
+        raise MtlEdgeError("--seeds must be at least 1")
+    kind = model_entry(cfg.model).input_kind
+    given = {k: v for k, v in (feature_overrides or {}).items() if v is not None}
+    if given and kind != "features":
+        raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: {', '.join(given)} do not apply")
+    input_config = resolve_config(corpus, kind, given, cache_dir=cache_dir)
+    if input_kind(input_config) != kind:
+        raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
+    config = sweep_config(corpus, fingerprint_of(corpus), tasks, combos, seeds, cfg, input_config)
+    runs = plan_runs(tasks, combos, seeds)
+    if not runs:
+        raise MtlEdgeError(f"combinations {', '.join(combos)} of {len(tasks)} task(s) give no run")
+    train_clips = len({r.path for r in manifest.rows if r.split == "train"})
+    train_samples = {t: sum(r.split == "train" for r in manifest.rows_for(t)) if t in manifest.tasks else train_clips
+                     for t in tasks}
+    return config, runs, train_samples
+
+
+@dataclass
+class Plan:
+    config: dict
+    runs: list[RunSpec]
+    done: list[RunSpec]
+    seconds: float  # estimated time to train the runs not done
+    source: str  # where the estimate comes from
+
+
+def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
+               seeds: int, workers: int = 2, feature_overrides: dict | None = None, cache_dir=None) -> Plan:
+    """What ``run_sweep`` would train and how long it would take (``--dry-run``); writes nothing."""
+    out = Path(out)
+    config, runs, train_samples = resolve(corpus, tasks, combos, seeds, cfg, feature_overrides, cache_dir)
+    check_folder(out, config)
+    done = [r for r in runs if is_done(r.folder(out))]
+    seconds, source = estimate([r for r in runs if r not in done], cfg, workers, [read_status(r.folder(out)) for r in done],
+                               train_samples)
+    return Plan(config, runs, done, seconds, source)
+
+
+def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
+              seeds: int, executor: str = "local", workers: int = 2, feature_overrides: dict | None = None,
+              cache_dir=None, feature_workers: int = 2, console=None) -> SweepResult:
+    """Train (or continue) a sweep; see the module docstring for the layout and the rules."""
+    from mtl_edge.features.inputs import config_from_json
+    from mtl_edge.train.data import load_task_data
+
+    if executor in PLANNED_EXECUTORS:
+        raise MtlEdgeError(f"executor {executor!r} is not available yet ({PLANNED_EXECUTORS[executor]}); "
+                           f"executors: {', '.join(EXECUTORS)}")
+    if executor not in EXECUTORS:
+        raise MtlEdgeError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise MtlEdgeError("--workers must be at least 1")
+    plan = plan_sweep(corpus, tasks, out, cfg, combos=combos, seeds=seeds, workers=workers,
+                      feature_overrides=feature_overrides, cache_dir=cache_dir)
+    out, config, runs = Path(out), plan.config, plan.runs
+    # validates every task's labels and builds the feature cache once, before any worker reads it
+    load_task_data(config["corpus"], tasks, config_from_json(config["features"]), cache_dir=cache_dir,
+                   workers=feature_workers)
+    if _json_or_empty(out / "sweep.json") != config:  # written once (again only where the corpus moved)
+        atomic.write_json(out / "sweep.json", config, sort_keys=False)
+
+    result = SweepResult(out, runs, skipped=plan.done)
+    todo = [r for r in runs if r not in plan.done]
+    jobs = [RunJob(r, str(r.folder(out)), config["corpus"], replace(cfg, seed=r.seed).to_json(), config["features"],
+                   None if cache_dir is None else str(cache_dir)) for r in todo]
+    board = Board(runs, plan.done, workers, plan.seconds)
+
+    def on_finish(spec: RunSpec, status: dict) -> None:
+        board.finish(spec, status)
+        if status.get("status") == "done":
+            result.trained.append(spec)
+        else:
+            result.failed[spec.label] = status.get("error", "unknown error")
+
+    from rich.live import Live
+
+    from mtl_edge.progress import stderr
+
+    try:
+        with Live(console=console or stderr, get_renderable=board.render, refresh_per_second=2, transient=False):
+            EXECUTORS[executor](jobs, workers=workers, on_start=board.start, on_finish=on_finish)
+    except KeyboardInterrupt:
+        raise MtlEdgeError(f"interrupted: {len(todo) - len(result.trained) - len(result.failed)} run(s) unfinished; "
+                           f"run the same command again to finish the sweep (finished runs are kept)") from None
+    result.results = results_rows(out, runs)
+    write_results(out / "results.csv", result.results)
+    return result
+
+
+class Board:
+    """The live table: runs done / running / failed / waiting, elapsed and time left."""
+
+    def __init__(self, runs: list[RunSpec], skipped: list[RunSpec], workers: int, first_estimate: float):
+        self.state = {r: "waiting" for r in runs} | {r: "skipped" for r in skipped}
+        self.started: dict[RunSpec, float] = {}
+        self.errors: dict[RunSpec, str] = {}
+        self.durations: list[float] = []
+        self.workers, self.first_estimate, self.t0 = workers, first_estimate, time.time()
+
+    def start(self, spec: RunSpec) -> None:
+        if self.state[spec] == "waiting":  # a worker's start event may arrive after its result
+            self.started[spec] = time.time()  # before the state: the refresh thread reads both
+            self.state[spec] = "running"
+
+    def finish(self, spec: RunSpec, status: dict) -> None:
+        done = status.get("status") == "done"
+        self.durations.append(status.get("wall_s") or time.time() - self.started.get(spec, time.time()))
+        if not done:
+            self.errors[spec] = status.get("error", "")
+        self.state[spec] = "done" if done else "failed"
+
+    def time_left(self) -> float:
+        left = [s for s, v in self.state.items() if v in ("waiting", "running")]
+        if not self.durations:
+            return max(0.0, self.first_estimate - (time.time() - self.t0))
+        per_run = sum(self.durations) / len(self.durations)
+        return -(-len(left) // self.workers) * per_run
+
+    def render(self):
+        from rich.table import Table
+
+        counts = {k: sum(v == k for v in self.state.values()) for k in ("skipped", "done", "running", "failed", "waiting")}
+        table = Table(title=f"sweep: {len(self.state)} runs", title_justify="left")
+        for column in ("done before", "done", "running", "failed", "waiting", "elapsed", "time left"):
+            table.add_column(column, justify="right")
+        table.add_row(*(str(counts[k]) for k in ("skipped", "done", "running", "failed", "waiting")),
+                      _clock(time.time() - self.t0), "~" + _clock(self.time_left()))
+        runs = Table(show_header=False, box=None)
+        for spec, state in self.state.items():
+            if state == "running":
+                runs.add_row("[cyan]running[/cyan]", spec.label, _clock(time.time() - self.started[spec]))
+            elif state == "failed":
+                runs.add_row("[red]failed[/red]", spec.label, self.errors[spec][:120])
+        from rich.console import Group
+
+        return Group(table, runs)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def render_results(rows: list[dict], console=None) -> None:
+    """Mean over seeds of each combination's baseline, model and gain, per task (stdout)."""
+    from rich.table import Table
+
+    from mtl_edge.progress import stdout_console
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["combo"], row["task"], row["metric"]), []).append(row)
+    table = Table(title="test split: combination vs single-task baselines (mean over seeds)")
+    for column in ("combo", "task", "metric", "seeds", "single", "multi", "gain"):
+        table.add_column(column, justify="left" if column in ("combo", "task", "metric") else "right")
+    for (combo, task, metric), group in groups.items():
+        cells = []
+        for key in ("single", "multi", "gain"):
+            values = [r[key] for r in group if r["gain"] is not None]
+            cells.append(f"{sum(values) / len(values):+.3f}" if key == "gain" and values else
+                         f"{sum(values) / len(values):.3f}" if values else "-")
+        table.add_row(combo, task, metric, str(sum(r["gain"] is not None for r in group)), *cells)
+    (console or stdout_console()).print(table)

@@ -1,0 +1,254 @@
+"""Sweeps over task combinations: step budgets, shared baselines, workers, resume, refusals, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mtl_edge.cli import app
+from mtl_edge.research.sweep import RunSpec, plan_runs
+from mtl_edge.train.trainer import TrainConfig
+
+pytestmark = pytest.mark.slow
+RUNS = {"scene", "gender", "scene+gender"}  # the pair and its two baselines
+ARGS = ["--tasks", "scene,gender", "--combos", "pairs", "--seeds", "2", "--steps", "30", "--hidden", "128,128,128"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A corpus of 174 real clips in which every task keeps two labels or more per split (~20 s)."""
+    from mtl_edge.data.demo.builder import DemoConfig, build_demo
+
+    from conftest import _require
+
+    _require("espeak-ng", "espeak-ng")
+    return build_demo(DemoConfig(scale=0.03, seed=0), tmp_path_factory.mktemp("tiny") / "corpus", workers=2).folder
+
+
+def sweep(corpus: Path, out: Path, *extra: str, args=ARGS):
+    return CliRunner().invoke(app, ["sweep", "--corpus", str(corpus), "--out", str(out), *args, *extra])
+
+
+def files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def steps_trained(run: Path) -> int:
+    rows = (run / "curves.csv").read_text().splitlines()[1:]
+    return len({tuple(r.split(",")[:2]) for r in rows})  # distinct (epoch, batch) = optimizer steps
+
+
+@pytest.fixture(scope="module")
+def swept(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweeps") / "one"
+    result = sweep(tiny, out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_step_budget_trains_exactly_that_many_steps_without_early_stopping(tiny, tmp_path):
+    from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.trainer import fit
+
+    data = load_task_data(tiny, ["scene"], workers=1, progress=False)
+    batches = -(-len(data.tasks["scene"].rows["train"]) // 64)
+    # patience 0 and epochs 1 would stop after one epoch; the budget overrides both
+    fit(data, TrainConfig(hidden=(128, 128, 128), steps=5 * batches + 1, patience=0, epochs=1), tmp_path / "r")
+    assert steps_trained(tmp_path / "r") == 5 * batches + 1
+    history = json.loads((tmp_path / "r" / "history.json").read_text())
+    assert history["epochs_run"] == 6  # validated after each epoch, the last one cut short
+    # configs without a budget keep the JSON (and resumable states) they always had
+    assert "steps" not in TrainConfig().to_json() and TrainConfig(steps=3).to_json()["steps"] == 3
+    old = TrainConfig().to_json()  # a config.json written before the field existed
+    assert TrainConfig.from_json(old) == TrainConfig()
+
+
+def test_plan_adds_each_baseline_once():
+    runs = plan_runs(["a", "b", "c"], ["pairs", "all"], 2)
+    names = [r.name for r in runs]
+    assert names[:6] == ["a", "a", "b", "b", "c", "c"]  # baselines first, once per seed
+    assert sorted(set(names)) == ["a", "a+b", "a+b+c", "a+c", "b", "b+c", "c"]
+    assert len(runs) == 14 and RunSpec(("a", "b"), 1) in runs
+    assert [r.name for r in plan_runs(["a", "b"], ["singles"], 1)] == ["a", "b"]
+
+
+def test_sweep_writes_every_run_once_and_the_results(swept):
+    out, output = swept
+    config = json.loads((out / "sweep.json").read_text())
+    assert config["tasks"] == ["scene", "gender"] and config["seeds"] == [0, 1] and config["train"]["steps"] == 30
+    assert len(config["corpus_fingerprint"]) == 64 and "seed" not in config["train"]
+    assert {p.name for p in (out / "runs").iterdir()} == RUNS
+    for name in RUNS:
+        assert {p.name for p in (out / "runs" / name).iterdir()} == {"seed0", "seed1"}
+        for seed in (0, 1):
+            run = out / "runs" / name / f"seed{seed}"
+            assert {p.name for p in run.iterdir()} == {"model.pt", "state.pt", "curves.csv", "history.json",
+                                                       "metrics.json", "status.json"}
+            status = json.loads((run / "status.json").read_text())
+            assert status["status"] == "done" and status["seed"] == seed and status["wall_s"] > 0
+            assert steps_trained(run) == 30  # equal budgets for single- and multi-task runs
+    metrics = {(n, s): json.loads((out / "runs" / n / f"seed{s}" / "metrics.json").read_text()) for n in RUNS for s in (0, 1)}
+    assert set(metrics["scene+gender", 0]["tasks"]) == {"scene", "gender"}
+    assert set(metrics["scene+gender", 0]["tasks"]["scene"]["test"]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc"}
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["combo"], r["seed"], r["task"]) for r in rows] == [
+        ("scene+gender", "0", "scene"), ("scene+gender", "0", "gender"),
+        ("scene+gender", "1", "scene"), ("scene+gender", "1", "gender")]
+    for row in rows:
+        seed = int(row["seed"])
+        single = metrics[row["task"], seed]["tasks"][row["task"]]["test"]["accuracy"]
+        multi = metrics["scene+gender", seed]["tasks"][row["task"]]["test"]["accuracy"]
+        assert row["metric"] == "accuracy"
+        assert float(row["single"]) == pytest.approx(single) and float(row["multi"]) == pytest.approx(multi)
+        assert float(row["gain"]) == pytest.approx(multi - single, abs=1e-6)
+    assert "6 run(s) trained, 0 already done, 0 failed" in output and "scene+gender" in output
+
+
+def test_two_workers_give_the_same_results_as_one(swept, tiny, tmp_path):
+    out, _ = swept
+    result = sweep(tiny, tmp_path / "two", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    for name in RUNS:
+        for seed in (0, 1):
+            rel = Path("runs") / name / f"seed{seed}"
+            assert (tmp_path / "two" / rel / "metrics.json").read_bytes() == (out / rel / "metrics.json").read_bytes()
+            assert (tmp_path / "two" / rel / "curves.csv").read_bytes() == (out / rel / "curves.csv").read_bytes()
+    assert (tmp_path / "two" / "results.csv").read_bytes() == (out / "results.csv").read_bytes()
+
+
+def test_rerun_trains_only_unfinished_runs_and_leaves_finished_ones_untouched(swept, tiny, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(swept[0], out)
+    before = files(out)
+    killed = Path("runs/scene+gender/seed1")
+    (out / killed / "status.json").unlink()  # as if killed before the run finished
+    result = sweep(tiny, out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 5 already done, 0 failed" in result.output
+    after = files(out)
+    for rel, content in before.items():
+        if not rel.startswith(str(killed)) and rel != "results.csv":
+            assert after[rel] == content, rel  # same bytes, never rewritten
+    assert json.loads((out / killed / "status.json").read_text())["status"] == "done"
+    assert after[str(killed / "metrics.json")][0] == before[str(killed / "metrics.json")][0]  # resumed to the same model
+    assert after["results.csv"][0] == before["results.csv"][0]
+
+
+def test_a_damaged_run_fails_alone_and_the_sweep_goes_on(swept, tiny, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(swept[0], out)
+    damaged, killed = out / "runs/scene/seed0", out / "runs/gender/seed1"
+    for run in (damaged, killed):
+        (run / "status.json").unlink()
+    (damaged / "state.pt").write_bytes(b"not a checkpoint")
+    result = sweep(tiny, out, "--workers", "1")
+    assert result.exit_code == 1
+    assert "1 run(s) trained, 4 already done, 1 failed" in result.output
+    status = json.loads((damaged / "status.json").read_text())
+    assert status["status"] == "failed" and "scene seed 0" in status["error"] and "state.pt" in status["error"]
+    assert json.loads((killed / "status.json").read_text())["status"] == "done"
+    with open(out / "results.csv", newline="") as fh:
+        scene0 = [r for r in csv.DictReader(fh) if r["seed"] == "0" and r["task"] == "scene"]
+    assert scene0[0]["single"] == "" and scene0[0]["gain"] == "" and scene0[0]["multi"] != ""
+
+
+def test_diverging_runs_are_recorded_as_failed(tiny, tmp_path):
+    args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "30", "--hidden", "128,128,128"]
+    result = sweep(tiny, tmp_path / "nan", "--lr", "1e6", "--workers", "1", args=args)
+    assert result.exit_code == 1 and "2 run(s) failed" in result.output
+    for seed in (0, 1):  # the first failure did not stop the sweep
+        status = json.loads((tmp_path / "nan" / "runs" / "scene" / f"seed{seed}" / "status.json").read_text())
+        assert status["status"] == "failed" and "loss became nan" in status["error"]
+    assert (tmp_path / "nan" / "results.csv").read_text() == "combo,seed,task,metric,single,multi,gain\n"
+
+
+def test_a_sweep_folder_refuses_other_settings_naming_them(swept, tiny, tmp_path):
+    out, _ = swept
+    before = files(out)
+    result = sweep(tiny, out, "--lr", "0.01")
+    assert result.exit_code == 1 and "train.lr (0.001 -> 0.01)" in result.output
+    result = sweep(tiny, out, args=[a if a != "30" else "31" for a in ARGS])
+    assert result.exit_code == 1 and "train.steps (30 -> 31)" in result.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "audio").symlink_to(tiny / "audio")
+    lines = (tiny / "manifest.csv").read_text().splitlines(keepends=True)
+    (other / "manifest.csv").write_text("".join(lines[:-1]))  # one clip fewer
+    result = sweep(other, out)
+    assert result.exit_code == 1 and "corpus_fingerprint" in result.output and "differs in its manifest or audio" in result.output
+    assert files(out) == before  # nothing was written
+
+
+def test_bad_input_exits_1_with_a_message(tiny, tmp_path):
+    result = sweep(tiny, tmp_path / "a", args=["--tasks", "scene,emotion"])
+    assert result.exit_code == 1 and "unknown task(s) emotion" in result.output and "scene" in result.output.split("has")[-1]
+    result = sweep(tiny, tmp_path / "a", args=["--tasks", "scene,gender", "--combos", "pairs,quads"])
+    assert result.exit_code == 1 and "unknown combination kind(s) quads" in result.output
+    result = sweep(tiny, tmp_path / "a", "--executor", "ray")
+    assert result.exit_code == 1 and "executor 'ray' is not available yet" in result.output
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "notes.txt").write_text("x")
+    result = sweep(tiny, tmp_path / "b")
+    assert result.exit_code == 1 and "is not a sweep folder" in result.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_path):
+    result = sweep(tiny, tmp_path / "new", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("todo  ") == 6 and "todo  scene+gender seed 1" in result.output
+    assert "6 run(s), 0 done, 30 steps each" in result.output and "documented constants" in result.output
+    assert not (tmp_path / "new").exists()
+    result = sweep(tiny, swept[0], "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
+
+
+def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
+    """SIGINT (a terminal's Ctrl-C, to the whole process group) while the second run trains."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cut"
+    args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "150", "--hidden", "128,128,128"]
+    proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    first, second = out / "runs/scene/seed0", out / "runs/scene/seed1"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (second / "state.pt").exists():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1 and "interrupted: 1 run(s) unfinished" in stderr
+    assert json.loads((first / "status.json").read_text())["status"] == "done"
+    assert not (second / "status.json").exists() and not (second / "metrics.json").exists()
+    before = files(first)
+    result = sweep(tiny, out, "--workers", "1", args=args)
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 1 already done, 0 failed" in result.output
+    assert files(first) == before and steps_trained(second) == 150
+    # the resumed run is the run an uninterrupted worker trains
+    from mtl_edge.research.sweep import RunJob, run_job
+
+    config = json.loads((out / "sweep.json").read_text())
+    whole = tmp_path / "whole"
+    job = RunJob(RunSpec(("scene",), 1), str(whole), config["corpus"], {**config["train"], "seed": 1}, config["features"])
+    assert run_job(job)["status"] == "done"
+    assert (whole / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
+    assert (whole / "curves.csv").read_bytes() == (second / "curves.csv").read_bytes()
