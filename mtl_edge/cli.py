@@ -16,7 +16,8 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.features.logmel import FeatureConfig
+from mtl_edge.cli_options import (Cache, Corpus, Hidden, HopMs, Model, NMels, OnBadAudio, Weighting, WinMs,
+                                  check_policy, feature_config, train_config)
 
 app = typer.Typer(
     name="mtl-edge",
@@ -47,24 +48,6 @@ def main(
     ] = False,
 ):
     """mtl-edge: which audio tasks should share one network, and what sharing costs on the device."""
-
-
-OnBadAudio = Annotated[
-    str,
-    typer.Option(
-        "--on-bad-audio",
-        help="What to do with an unreadable, empty, truncated or non-finite audio file: fail or skip (and count).",
-        case_sensitive=False,
-    ),
-]
-
-
-def _check_policy(value: str) -> str:
-    from mtl_edge.data.audio import BAD_AUDIO_POLICIES
-
-    if value not in BAD_AUDIO_POLICIES:
-        raise MtlEdgeError(f"--on-bad-audio must be one of {', '.join(BAD_AUDIO_POLICIES)}, not {value!r}")
-    return value
 
 
 def _report_skipped(skipped: list[str]) -> None:
@@ -108,7 +91,7 @@ def data_import(
     """Turn a dataset in a known layout into an mtl-edge corpus (manifest.csv + audio)."""
     from mtl_edge.data.adapters import import_corpus
 
-    result = import_corpus(layout, src, dst, task=task, link=link, on_bad_audio=_check_policy(on_bad_audio))
+    result = import_corpus(layout, src, dst, task=task, link=link, on_bad_audio=check_policy(on_bad_audio))
     _report_skipped(result.skipped)
     typer.echo(result.summary())
 
@@ -124,27 +107,12 @@ def data_describe(
     from mtl_edge.data.describe import describe_corpus
     from mtl_edge.report.tables import render_table
 
-    report = describe_corpus(corpus, on_bad_audio=_check_policy(on_bad_audio))
+    report = describe_corpus(corpus, on_bad_audio=check_policy(on_bad_audio))
     _report_skipped(report.get("skipped", []))
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         render_table(report)
-
-
-# Feature options shared by `data prepare` and `train`: unset means "as `data prepare` last wrote for the
-# corpus, else FeatureConfig's default", so a prepared corpus trains on exactly the features it holds.
-_AS_PREPARED = "default: as `data prepare` last wrote, else"
-NMels = Annotated[Optional[int], typer.Option("--n-mels", min=8, help=f"Mel bands ({_AS_PREPARED} {FeatureConfig.n_mels}).")]
-WinMs = Annotated[Optional[float], typer.Option("--win-ms", help=f"Analysis window in ms ({_AS_PREPARED} {FeatureConfig.win_ms:g}).")]
-HopMs = Annotated[Optional[float], typer.Option("--hop-ms", help=f"Hop in ms ({_AS_PREPARED} {FeatureConfig.hop_ms:g}).")]
-Cache = Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: CORPUS/.features).")]
-
-
-def _feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> FeatureConfig:
-    from mtl_edge.features.cache import resolve_config
-
-    return resolve_config(corpus, "features", {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}, cache)
 
 
 @data_app.command("prepare")
@@ -163,35 +131,24 @@ def data_prepare(
     The config used is recorded as the corpus' current features: `train` then uses them."""
     from mtl_edge.features.cache import prepare_features
 
-    cfg = _feature_config(corpus, cache, n_mels, win_ms, hop_ms)
-    table = prepare_features(corpus, cfg, cache_dir=cache, on_bad_audio=_check_policy(on_bad_audio), workers=workers,
+    cfg = feature_config(corpus, cache, n_mels, win_ms, hop_ms)
+    table = prepare_features(corpus, cfg, cache_dir=cache, on_bad_audio=check_policy(on_bad_audio), workers=workers,
                              mark_current=True)
     _report_skipped(table.skipped)
     typer.echo(f"{len(table.paths)} clips x {table.features.shape[1]} features -> {table.folder}")
 
 
-def _train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int | None):
-    from mtl_edge.train.trainer import TrainConfig
-
-    try:
-        widths = tuple(int(h) for h in hidden.split(","))
-    except ValueError:
-        raise MtlEdgeError(f"--hidden takes comma-separated widths such as 256,256,256, not {hidden!r}") from None
-    extra = {"epochs": epochs} if epochs else {}
-    return TrainConfig(model=model, hidden=widths, seed=seed, weighting=weighting, **extra)
-
-
 @app.command("train")
 @cli_command
 def train(
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")],
+    corpus: Corpus,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks, e.g. kws,speaker,scene,instrument.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder, e.g. runs/NAME.")],
     single: Annotated[bool, typer.Option("--single", help="Also train one single-task baseline per task (same config and seed).")] = False,
-    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "dnn",
-    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "512,512,512",
+    model: Model = "dnn",
+    hidden: Hidden = "512,512,512",
     seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
-    weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
+    weighting: Weighting = "uniform",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     cache: Cache = None,
@@ -208,10 +165,10 @@ def train(
     from mtl_edge.train.models import model_entry
     from mtl_edge.train.run import train_run
 
-    cfg = _train_config(model, hidden, seed, weighting, epochs)
+    cfg = train_config(model, hidden, seed, weighting, epochs)
     kind = model_entry(cfg.model).input_kind
     if kind == "features":
-        input_config = _feature_config(corpus, cache, n_mels, win_ms, hop_ms)
+        input_config = feature_config(corpus, cache, n_mels, win_ms, hop_ms)
     elif any(v is not None for v in (n_mels, win_ms, hop_ms)):
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: --n-mels, --win-ms and --hop-ms do not apply")
     else:
@@ -225,7 +182,7 @@ def train(
 @app.command("sweep")
 @cli_command
 def sweep(
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")],
+    corpus: Corpus,
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to combine, e.g. kws,speaker,scene.")],
     out: Annotated[Path, typer.Option("--out", help="Sweep folder, e.g. sweeps/NAME (rerun the command to continue it).")],
     combos: Annotated[str, typer.Option("--combos", help="Comma-separated: singles, pairs, triples, all (baselines are added).")] = "singles,pairs",
@@ -234,10 +191,10 @@ def sweep(
     executor: Annotated[str, typer.Option("--executor", help="Where runs train: local (worker processes here).")] = "local",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Runs trained at the same time (one process and one thread each).")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a time estimate; train nothing.")] = False,
-    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "dnn",
-    hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")] = "512,512,512",
+    model: Model = "dnn",
+    hidden: Hidden = "512,512,512",
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default: the training config's, 0.001).")] = None,
-    weighting: Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")] = "uniform",
+    weighting: Weighting = "uniform",
     cache: Cache = None,
     n_mels: NMels = None,
     win_ms: WinMs = None,
@@ -251,7 +208,7 @@ def sweep(
     from mtl_edge.research import sweep as sweeps
     from mtl_edge.train.data import parse_tasks
 
-    cfg = replace(_train_config(model, hidden, 0, weighting, None), steps=steps or sweeps.DEFAULT_STEPS,
+    cfg = replace(train_config(model, hidden, 0, weighting, None), steps=steps or sweeps.DEFAULT_STEPS,
                   **({"lr": lr} if lr is not None else {}))
     args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache,
                 feature_overrides={"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms})
@@ -264,7 +221,9 @@ def sweep(
         return
     result = sweeps.run_sweep(corpus, parse_tasks(tasks), out, cfg, executor=executor, workers=workers, **args)
     if result.results:
-        sweeps.render_results(result.results)
+        from mtl_edge.report.sweep import render_results
+
+        render_results(result.results)
     typer.echo(f"{len(result.trained)} run(s) trained, {len(result.skipped)} already done, {len(result.failed)} failed "
                f"-> {result.folder / 'results.csv'}")
     if result.failed:  # the errors start with the run's label

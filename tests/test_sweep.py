@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mtl_edge.cli import app
-from mtl_edge.research.sweep import RunSpec, plan_runs
+from mtl_edge.research.runs import RunSpec
+from mtl_edge.research.sweep import plan_runs
 from mtl_edge.train.trainer import TrainConfig
 
 pytestmark = pytest.mark.slow
@@ -244,7 +245,7 @@ def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
     assert "1 run(s) trained, 1 already done, 0 failed" in result.output
     assert files(first) == before and steps_trained(second) == 150
     # the resumed run is the run an uninterrupted worker trains
-    from mtl_edge.research.sweep import RunJob, run_job
+    from mtl_edge.research.runs import RunJob, run_job
 
     config = json.loads((out / "sweep.json").read_text())
     whole = tmp_path / "whole"

@@ -23,14 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import time
-import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.report.sweep import Board
+from mtl_edge.research.runs import EXECUTORS, PLANNED_EXECUTORS, RunJob, RunSpec, json_or_empty, is_done, read_status
 from mtl_edge.train.trainer import TrainConfig
 
 SWEEP_FORMAT = "mtl-edge-sweep"
@@ -43,37 +42,6 @@ DEFAULT_STEPS = 2000  # optimizer steps of every run: ~13 epochs of the 4-task m
 SECONDS_PER_STEP = 0.035
 SECONDS_PER_EPOCH = 0.06
 SECONDS_PER_RUN = 5.0
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of a sweep: a task combination and a seed."""
-
-    tasks: tuple[str, ...]
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return "+".join(self.tasks)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} seed {self.seed}"
-
-    def folder(self, sweep: Path) -> Path:
-        return Path(sweep) / "runs" / self.name / f"seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class RunJob:
-    """Everything a worker needs to train one run (plain data: it crosses process and host boundaries)."""
-
-    spec: RunSpec
-    folder: str
-    corpus: str
-    train: dict  # TrainConfig JSON with this run's seed
-    features: dict  # input config JSON
-    cache_dir: str | None = None
 
 
 @dataclass
@@ -105,127 +73,6 @@ def plan_runs(tasks: list[str], combos: list[str], seeds: int) -> list[RunSpec]:
     sets += [(t,) for t in tasks if any(t in s for s in sets)]
     unique = sorted(set(sets), key=lambda s: (len(s), [tasks.index(t) for t in s]))
     return [RunSpec(s, seed) for s in unique for seed in range(seeds)]
-
-
-def is_done(folder: Path) -> bool:
-    """A finished run: its status says done and its metrics are there."""
-    status = read_status(folder)
-    return status.get("status") == "done" and (folder / "metrics.json").is_file()
-
-
-def read_status(folder: Path) -> dict:
-    return _json_or_empty(folder / "status.json")
-
-
-def _json_or_empty(path: Path) -> dict:
-    try:
-        return atomic.read_json(path, "")
-    except MtlEdgeError:  # missing or damaged (a kill while writing cannot damage it): not done
-        return {}
-
-
-def run_job(job: RunJob, events=None) -> dict:
-    """Train one run, write its metrics and status; a failure is recorded in the status, not raised,
-    so that one diverging run does not stop a sweep."""
-    import torch
-
-    from mtl_edge.features.inputs import config_from_json
-    from mtl_edge.train.data import load_task_data
-    from mtl_edge.train.run import test_metrics
-    from mtl_edge.train.trainer import fit
-
-    torch.set_num_threads(1)  # small DNN: one thread is the fastest and keeps runs bit-for-bit repeatable
-    if events is not None:
-        events.put(("started", job.spec, time.time()))
-    folder = Path(job.folder)
-    started = time.perf_counter()
-    cfg = TrainConfig.from_json(job.train)
-    status: dict = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "steps": cfg.steps}
-    try:
-        (folder / "metrics.json").unlink(missing_ok=True)  # an unfinished run's metrics are not its result
-        data = load_task_data(job.corpus, list(job.spec.tasks), config_from_json(job.features), cache_dir=job.cache_dir,
-                              workers=1, progress=False)
-        result = fit(data, cfg, folder, resume=True, label=job.spec.label)
-        metrics = test_metrics(result.model, data)
-        atomic.write_json(folder / "metrics.json", {
-            "split": "test", "corpus": job.corpus,
-            "tasks": {t: {"kind": data.specs[t].kind, "test": metrics[t], "test_samples": int(len(data.tasks[t].rows["test"]))}
-                      for t in job.spec.tasks},
-            "task_specs": {t: s.to_json() for t, s in data.specs.items()},
-        }, sort_keys=False)
-        status.update(status="done", best_epoch=result.best_epoch, epochs_run=result.epochs_run)
-    except MtlEdgeError as exc:
-        status.update(status="failed", error=str(exc))
-    except Exception as exc:  # a bug shows in this run's status with its traceback; the other runs go on
-        status.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    if "error" in status and not status["error"].startswith(job.spec.label):
-        status["error"] = f"{job.spec.label}: {status['error']}"
-    status["wall_s"] = round(time.perf_counter() - started, 3)
-    atomic.write_json(folder / "status.json", status)
-    return status
-
-
-# An executor trains a list of jobs and reports each run's start and its status dict:
-# executor(jobs, workers=N, on_start=fn(spec), on_finish=fn(spec, status)).
-Executor = Callable[..., None]
-
-_EVENTS = None  # the parent's queue, inside a local worker process
-
-
-def _init_worker(events) -> None:
-    global _EVENTS
-    _EVENTS = events
-
-
-def _run_in_worker(job: RunJob) -> dict:
-    return run_job(job, _EVENTS)
-
-
-def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish) -> None:
-    """Worker processes on this machine (spawned: no state inherited); one worker trains in-process.
-
-    Results do not depend on ``workers``: every run sets its own seed and one torch thread."""
-    import multiprocessing
-    import queue as queue_module
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            on_start(job.spec)
-            on_finish(job.spec, run_job(job))
-        return
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(events,)) as pool:
-        futures = {pool.submit(_run_in_worker, job): job for job in jobs}
-        pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                while True:
-                    try:
-                        _, spec, _ = events.get_nowait()
-                    except queue_module.Empty:
-                        break
-                    on_start(spec)
-                for future in done:
-                    job = futures[future]
-                    try:
-                        status = future.result()
-                    except Exception as exc:  # the worker process died (killed, out of memory)
-                        status = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "status": "failed",
-                                  "error": f"{job.spec.label}: worker process failed: {type(exc).__name__}: {exc}"}
-                        atomic.write_json(Path(job.folder) / "status.json", status)
-                    on_finish(job.spec, status)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-
-
-EXECUTORS: dict[str, Executor] = {"local": run_local}
-PLANNED_EXECUTORS = {"ray": "it needs a pinned ray"}  # named here so that asking for one says so
 
 
 def sweep_config(corpus: Path, fingerprint: str, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
@@ -398,7 +245,7 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     # validates every task's labels and builds the feature cache once, before any worker reads it
     load_task_data(config["corpus"], tasks, config_from_json(config["features"]), cache_dir=cache_dir,
                    workers=feature_workers)
-    if _json_or_empty(out / "sweep.json") != config:  # written once (again only where the corpus moved)
+    if json_or_empty(out / "sweep.json") != config:  # written once (again only where the corpus moved)
         atomic.write_json(out / "sweep.json", config, sort_keys=False)
 
     result = SweepResult(out, runs, skipped=plan.done)
@@ -429,77 +276,3 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     return result
 
 
-class Board:
-    """The live table: runs done / running / failed / waiting, elapsed and time left."""
-
-    def __init__(self, runs: list[RunSpec], skipped: list[RunSpec], workers: int, first_estimate: float):
-        self.state = {r: "waiting" for r in runs} | {r: "skipped" for r in skipped}
-        self.started: dict[RunSpec, float] = {}
-        self.errors: dict[RunSpec, str] = {}
-        self.durations: list[float] = []
-        self.workers, self.first_estimate, self.t0 = workers, first_estimate, time.time()
-
-    def start(self, spec: RunSpec) -> None:
-        if self.state[spec] == "waiting":  # a worker's start event may arrive after its result
-            self.started[spec] = time.time()  # before the state: the refresh thread reads both
-            self.state[spec] = "running"
-
-    def finish(self, spec: RunSpec, status: dict) -> None:
-        done = status.get("status") == "done"
-        self.durations.append(status.get("wall_s") or time.time() - self.started.get(spec, time.time()))
-        if not done:
-            self.errors[spec] = status.get("error", "")
-        self.state[spec] = "done" if done else "failed"
-
-    def time_left(self) -> float:
-        left = [s for s, v in self.state.items() if v in ("waiting", "running")]
-        if not self.durations:
-            return max(0.0, self.first_estimate - (time.time() - self.t0))
-        per_run = sum(self.durations) / len(self.durations)
-        return -(-len(left) // self.workers) * per_run
-
-    def render(self):
-        from rich.table import Table
-
-        counts = {k: sum(v == k for v in self.state.values()) for k in ("skipped", "done", "running", "failed", "waiting")}
-        table = Table(title=f"sweep: {len(self.state)} runs", title_justify="left")
-        for column in ("done before", "done", "running", "failed", "waiting", "elapsed", "time left"):
-            table.add_column(column, justify="right")
-        table.add_row(*(str(counts[k]) for k in ("skipped", "done", "running", "failed", "waiting")),
-                      _clock(time.time() - self.t0), "~" + _clock(self.time_left()))
-        runs = Table(show_header=False, box=None)
-        for spec, state in self.state.items():
-            if state == "running":
-                runs.add_row("[cyan]running[/cyan]", spec.label, _clock(time.time() - self.started[spec]))
-            elif state == "failed":
-                runs.add_row("[red]failed[/red]", spec.label, self.errors[spec][:120])
-        from rich.console import Group
-
-        return Group(table, runs)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def render_results(rows: list[dict], console=None) -> None:
-    """Mean over seeds of each combination's baseline, model and gain, per task (stdout)."""
-    from rich.table import Table
-
-    from mtl_edge.progress import stdout_console
-
-    groups: dict[tuple[str, str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["combo"], row["task"], row["metric"]), []).append(row)
-    table = Table(title="test split: combination vs single-task baselines (mean over seeds)")
-    for column in ("combo", "task", "metric", "seeds", "single", "multi", "gain"):
-        table.add_column(column, justify="left" if column in ("combo", "task", "metric") else "right")
-    for (combo, task, metric), group in groups.items():
-        cells = []
-        for key in ("single", "multi", "gain"):
-            values = [r[key] for r in group if r["gain"] is not None]
-            cells.append(f"{sum(values) / len(values):+.3f}" if key == "gain" and values else
-                         f"{sum(values) / len(values):.3f}" if values else "-")
-        table.add_row(combo, task, metric, str(sum(r["gain"] is not None for r in group)), *cells)
-    (console or stdout_console()).print(table)
