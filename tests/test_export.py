@@ -403,3 +403,22 @@ def test_recommend_rejects_an_artefact_that_loses_accuracy():
     pick = recommend([art("fp32", 0.04, 0.90), art("int8", 0.01, 0.80), art("int8-dynamic", 0.02, 0.895)], 0.02)
     assert pick["onnx"]["precision"] == "int8-dynamic" and pick["onnx"]["speedup_vs_fp32"] == 2.0
     assert "rejected for accuracy drop > 0.02: int8" in pick["onnx"]["reason"]
+
+
+def test_artefact_entries_are_typed_and_keep_the_manifest_field_order():
+    """An entry is built as an ArtefactEntry; its JSON keeps the manifest's layout (identity, file, the
+    format's own details, then the verdict), and an unsupported one has no file and no checks."""
+    import dataclasses
+
+    from mtl_edge.export.artefact import ArtefactEntry
+
+    entry = ArtefactEntry("onnx/multi.fp32.onnx", "multi", ["kws"], "onnx", "fp32", "run/multi/model.pt", "c0ffee", 10, False)
+    ok = dataclasses.replace(entry, sha256="5a", bytes=3, details={"quantization": {"scheme": "none"}, "opset": 20},
+                             verification={"rows": 1}, latency={"median_ms": 0.1})
+    assert list(ok.to_json()) == ["path", "model", "tasks", "format", "precision", "source_checkpoint",
+                                  "source_checkpoint_sha256", "parameters", "end_to_end", "sha256", "bytes",
+                                  "quantization", "opset", "status", "reason", "verification", "latency"]
+    assert ok.to_json()["opset"] == 20 and ok.to_json()["status"] == "ok"
+    gone = ArtefactEntry.unsupported(entry, "no such op").to_json()
+    assert gone["path"] is None and gone["status"] == "unsupported" and gone["reason"] == "no such op"
+    assert gone["sha256"] is gone["bytes"] is gone["verification"] is gone["latency"] is gone["inputs"] is None

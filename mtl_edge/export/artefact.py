@@ -44,6 +44,40 @@ def input_record(kind: str, input_dim: int, cfg) -> dict:
             "description": "clip-level log-mel summary vector (mtl_edge.features.logmel) of the feature_config"}
 
 
+@dataclass
+class ArtefactEntry:
+    """One artefact's manifest entry; ``to_json()`` gives the manifest's dict (its field order is the
+    manifest's contract: identity, file, the format's own details, then the verdict and the checks)."""
+
+    path: str | None
+    model: str
+    tasks: list[str]
+    format: str
+    precision: str
+    source_checkpoint: str
+    source_checkpoint_sha256: str
+    parameters: int
+    end_to_end: bool
+    sha256: str | None = None
+    bytes: int | None = None
+    details: dict = dataclasses.field(default_factory=dict)  # quantization, inputs, outputs, schema/opset...
+    status: str = "ok"  # ok | degraded | unsupported
+    reason: str | None = None
+    verification: dict | None = None
+    latency: dict | None = None
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "details"}
+        head = list(out)[:list(out).index("bytes") + 1]
+        return {**{k: out[k] for k in head}, **self.details, **{k: v for k, v in out.items() if k not in head}}
+
+    @classmethod
+    def unsupported(cls, entry: "ArtefactEntry", reason: str) -> "ArtefactEntry":
+        """What a format cannot take: no file, the reason, no checks."""
+        return dataclasses.replace(entry, path=None, status="unsupported", reason=reason,
+                                   details={"quantization": None, "inputs": None, "outputs": None})
+
+
 def build_artefact(s: Source, fmt: str, prec: str, builder, graph, input_dim: int, ctx: ArtefactContext, reference: dict,
          calibration: np.ndarray, parameters: int) -> dict:
     """Build, verify and time one artefact; an ``Unsupported`` conversion becomes an entry saying why."""
@@ -54,9 +88,8 @@ def build_artefact(s: Source, fmt: str, prec: str, builder, graph, input_dim: in
 
     name = s.label.replace(":", "-")
     rel = f"{fmt}/{name}.{prec}{builder.EXTENSION}"
-    entry = {"path": rel, "model": s.label, "tasks": s.tasks, "format": fmt, "precision": prec,
-             "source_checkpoint": str(s.path), "source_checkpoint_sha256": s.sha256, "parameters": parameters,
-             "end_to_end": s.label.startswith(E2E_PREFIX)}
+    entry = ArtefactEntry(rel, s.label, s.tasks, fmt, prec, str(s.path), s.sha256, parameters,
+                          s.label.startswith(E2E_PREFIX))
     (ctx.folder / fmt).mkdir(exist_ok=True)
     target = ctx.folder / rel
     try:
@@ -64,8 +97,7 @@ def build_artefact(s: Source, fmt: str, prec: str, builder, graph, input_dim: in
             details = builder.build(graph, input_dim, prec, tmp_file, ctx.work, s.label,
                                     calibration=calibration if prec == "int8" else None, per_channel=ctx.per_channel)
     except Unsupported as exc:
-        return {**entry, "path": None, "sha256": None, "bytes": None, "status": "unsupported", "reason": str(exc),
-                "quantization": None, "inputs": None, "outputs": None, "verification": None, "latency": None}
+        return ArtefactEntry.unsupported(entry, str(exc)).to_json()
     if prec == "int8":
         details["quantization"]["calibration"] = {"file": CALIBRATION, "model": s.label, "rows": len(calibration)}
     torch_threads = torch_module.get_num_threads() if fmt == "torch" else None  # the torch runner sets them
@@ -79,9 +111,9 @@ def build_artefact(s: Source, fmt: str, prec: str, builder, graph, input_dim: in
             torch_module.set_num_threads(torch_threads)
     status = record.pop("status")
     problems = record.pop("problems")
-    return {**entry, "sha256": sha256_file(target), "bytes": target.stat().st_size, **details,
-            "status": status, "reason": "; ".join(problems) if problems else None,
-            "verification": record, "latency": {"runtime": LATENCY_RUNTIME[fmt], **latency}}
+    return dataclasses.replace(entry, sha256=sha256_file(target), bytes=target.stat().st_size, details=details,
+                               status=status, reason="; ".join(problems) if problems else None, verification=record,
+                               latency={"runtime": LATENCY_RUNTIME[fmt], **latency}).to_json()
 
 
 def end_to_end_artefacts(e2e, jobs: list[tuple[str, str]], multi: Source, artefacts: list[dict], ctx: ArtefactContext,
