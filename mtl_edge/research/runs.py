@@ -89,9 +89,11 @@ def run_job(job: RunJob, events=None) -> dict:
                               workers=1, progress=False)
         result = fit(data, cfg, folder, resume=True, label=job.spec.label)
         metrics = test_metrics(result.model, data)
+        per_class = per_class_f1(result.model, data)
         atomic.write_json(folder / "metrics.json", {
             "split": "test", "corpus": job.corpus,
-            "tasks": {t: {"kind": data.specs[t].kind, "test": metrics[t], "test_samples": int(len(data.tasks[t].rows["test"]))}
+            "tasks": {t: {"kind": data.specs[t].kind, "test": metrics[t], "test_samples": int(len(data.tasks[t].rows["test"])),
+                          **({"per_class_f1": per_class[t]} if t in per_class else {})}
                       for t in job.spec.tasks},
             "task_specs": {t: s.to_json() for t, s in data.specs.items()},
         }, sort_keys=False)
@@ -105,6 +107,26 @@ def run_job(job: RunJob, events=None) -> dict:
     status["wall_s"] = round(time.perf_counter() - started, 3)
     atomic.write_json(folder / "status.json", status)
     return status
+
+
+def per_class_f1(model, data) -> dict[str, dict[str, float | None]]:
+    """Per classification task: each label's test F1 (None for a label absent from the test split and
+    never predicted), so that an analysis can show which confusions an auxiliary task fixes."""
+    from sklearn.metrics import f1_score
+
+    from mtl_edge.train.trainer import predict
+
+    outputs = predict(model, data.inputs)
+    out = {}
+    for task, rows in data.tasks.items():
+        idx = rows.rows["test"]
+        if rows.spec.kind != "classification" or len(idx) == 0:
+            continue
+        y_true, y_pred = rows.targets["test"], outputs[task][idx].argmax(axis=1)
+        scores = f1_score(y_true, y_pred, labels=range(len(rows.spec.labels)), average=None, zero_division=0)
+        seen = set(y_true.tolist()) | set(y_pred.tolist())
+        out[task] = {label: (round(float(f), 6) if k in seen else None) for k, (label, f) in enumerate(zip(rows.spec.labels, scores))}
+    return out
 
 
 # An executor trains a list of jobs and reports each run's start and its status dict:
