@@ -102,12 +102,13 @@ def data_describe(
     corpus: Annotated[Path, typer.Argument(help="Corpus folder (with manifest.csv).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print stable JSON instead of a table.")] = False,
     on_bad_audio: OnBadAudio = "fail",
+    split: Annotated[Optional[list[str]], typer.Option("--split", help="Measure the tasks over this split's rows only (repeatable); default: all splits.")] = None,
 ):
     """Dataset measurements per task: sizes, label entropy and kurtosis, lengths, rates, SNR, splits."""
     from mtl_edge.data.describe import describe_corpus
     from mtl_edge.report.tables import render_table
 
-    report = describe_corpus(corpus, on_bad_audio=check_policy(on_bad_audio))
+    report = describe_corpus(corpus, on_bad_audio=check_policy(on_bad_audio), splits=tuple(split) if split else None)
     _report_skipped(report.get("skipped", []))
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
@@ -229,6 +230,37 @@ def sweep(
     if result.failed:  # the errors start with the run's label
         raise MtlEdgeError(f"{len(result.failed)} run(s) failed (recorded in their status.json): " +
                            "; ".join(result.failed.values()))
+
+
+@app.command("analyze")
+@cli_command
+def analyze(
+    sweep: Annotated[Path, typer.Argument(help="A sweep folder with pairs (mtl-edge sweep --combos singles,pairs).")],
+    metric: Annotated[str, typer.Option("--metric", help="Test metric of the gain: macro_f1, micro_f1 or accuracy.")] = "macro_f1",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder of the report (default: SWEEP/analysis).")] = None,
+):
+    """Gains of every (main, auxiliary) pair with CIs and Holm-corrected tests, feature correlations,
+    a cross-validated logistic regression predicting a positive gain, and per-class F1 changes."""
+    import shlex
+    import sys
+    import time
+
+    from mtl_edge import atomic
+    from mtl_edge.research.analyze import analyze as run_analysis
+    from mtl_edge.report.analysis import write_analysis
+
+    started = time.perf_counter()
+    analysis = run_analysis(sweep, metric)
+    tasks = atomic.read_json(sweep / "sweep.json", "")["tasks"]
+    command = shlex.join(["mtl-edge", *sys.argv[1:]])
+    paths = write_analysis(analysis, tasks, out or sweep / "analysis", time.perf_counter() - started, command)
+    reg = analysis.regression
+    if "skipped" in reg:
+        typer.echo(f"regression not run: {reg['skipped']}")
+    else:
+        typer.echo(f"logistic regression F1 {reg['all_features']['f1_mean']:.3f} ± {reg['all_features']['f1_std']:.3f} "
+                   f"(majority {reg['majority']['f1_mean']:.3f})")
+    typer.echo(f"{len(analysis.gains)} pair(s), {sum(g['significant'] for g in analysis.gains)} significant -> {paths[0]}")
 
 
 @app.command("evaluate")

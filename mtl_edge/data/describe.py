@@ -130,12 +130,17 @@ def measure_clip(audio: Audio) -> ClipStats:
     )
 
 
-def describe_corpus(corpus: str | Path, on_bad_audio: str = "fail") -> dict[str, Any]:
+def describe_corpus(corpus: str | Path, on_bad_audio: str = "fail", splits: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Measure every task of ``corpus``: ``{"corpus": {...}, "tasks": {task: {...}}, "skipped": [...]}``.
 
     Each audio file is read once. A missing or unreadable file raises AudioError (``"fail"``) or is
-    listed in ``"skipped"`` and left out of every measurement (``"skip"``).
+    listed in ``"skipped"`` and left out of every measurement (``"skip"``). ``splits``: measure the
+    tasks over those splits' rows only (regression features use ``("train",)``: a feature must not
+    see validation or test labels); the corpus-level leak check always covers every split.
     """
+    unknown = [s for s in splits or () if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {', '.join(unknown)}; splits: {', '.join(SPLITS)}")
     if on_bad_audio not in BAD_AUDIO_POLICIES:
         raise ValueError(f"on_bad_audio must be one of {BAD_AUDIO_POLICIES}, not {on_bad_audio!r}")
     manifest = read_manifest(corpus, check_files=False)
@@ -144,7 +149,7 @@ def describe_corpus(corpus: str | Path, on_bad_audio: str = "fail") -> dict[str,
 
     tasks = {}
     for task in manifest.tasks:
-        rows = [r for r in manifest.rows_for(task) if r.path in stats]
+        rows = [r for r in manifest.rows_for(task) if r.path in stats and (splits is None or r.split in splits)]
         has_activity = any(r.line in activity for r in manifest.rows_for(task))
         tasks[task] = _describe_task(rows, stats, activity if has_activity else None)
     return {
