@@ -23,7 +23,7 @@ import numpy as np
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.research import features as feats
-from mtl_edge.research.runs import RunSpec, is_done
+from mtl_edge.research.runs import RunSpec, finished_metrics
 
 METRICS = ("macro_f1", "micro_f1", "accuracy")
 FOLDS, REPEATS = 5, 100
@@ -41,11 +41,6 @@ class Analysis:
     notes: list[str] = field(default_factory=list)
 
 
-def _metrics(out: Path, spec: RunSpec) -> dict:
-    folder = spec.folder(out)
-    return atomic.read_json(folder / "metrics.json", "") if is_done(folder) else {}
-
-
 def pair_gains(out: Path, tasks: list[str], seeds: list[int], metric: str) -> tuple[list[dict], list[dict]]:
     """Per directed pair: the gain per seed (runs not done are left out) and the per-class changes."""
     from scipy import stats
@@ -58,8 +53,8 @@ def pair_gains(out: Path, tasks: list[str], seeds: list[int], metric: str) -> tu
             pair = tuple(sorted((main, aux), key=tasks.index))
             values, classes = [], {}
             for seed in seeds:
-                single = _metrics(out, RunSpec((main,), seed)).get("tasks", {}).get(main, {})
-                multi = _metrics(out, RunSpec(pair, seed)).get("tasks", {}).get(main, {})
+                single = finished_metrics(out, RunSpec((main,), seed)).get("tasks", {}).get(main, {})
+                multi = finished_metrics(out, RunSpec(pair, seed)).get("tasks", {}).get(main, {})
                 a, b = single.get("test", {}).get(metric), multi.get("test", {}).get(metric)
                 if a is None or b is None:
                     continue

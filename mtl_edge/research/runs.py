@@ -55,6 +55,12 @@ def is_done(folder: Path) -> bool:
     return status.get("status") == "done" and (folder / "metrics.json").is_file()
 
 
+def finished_metrics(sweep: Path, spec: RunSpec) -> dict:
+    """A run's ``metrics.json`` once it is done; {} before (an unfinished run has no result)."""
+    folder = spec.folder(sweep)
+    return atomic.read_json(folder / "metrics.json", "") if is_done(folder) else {}
+
+
 def read_status(folder: Path) -> dict:
     return json_or_empty(folder / "status.json")
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.report.sweep import Board
-from mtl_edge.research.runs import EXECUTORS, PLANNED_EXECUTORS, RunJob, RunSpec, json_or_empty, is_done, read_status
+from mtl_edge.research.runs import (EXECUTORS, PLANNED_EXECUTORS, RunJob, RunSpec, finished_metrics, is_done, json_or_empty,
+                                   read_status)
 from mtl_edge.train.trainer import TrainConfig
 
 SWEEP_FORMAT = "mtl-edge-sweep"
@@ -139,8 +140,7 @@ def results_rows(out: Path, runs: list[RunSpec]) -> list[dict]:
     """Per combination, seed and task: the selection metric of the baseline and of the combination, and the gain."""
 
     def test_metrics(spec: RunSpec) -> dict:
-        folder = spec.folder(out)
-        return atomic.read_json(folder / "metrics.json", "") if is_done(folder) else {}
+        return finished_metrics(out, spec)
 
     rows = []
     for spec in runs:
