@@ -189,8 +189,9 @@ def sweep(
     combos: Annotated[str, typer.Option("--combos", help="Comma-separated: singles, pairs, triples, all (baselines are added).")] = "singles,pairs",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1, each combination once per seed.")] = 5,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps of every run, no early stopping (default: 2000).")] = None,
-    executor: Annotated[str, typer.Option("--executor", help="Where runs train: local (worker processes here).")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="Where runs train: local (worker processes here) or ray (Ray tasks).")] = "local",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Runs trained at the same time (one process and one thread each).")] = 2,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join, HOST:PORT of `ray start --head` (default: RAY_ADDRESS, else a local Ray).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a time estimate; train nothing.")] = False,
     model: Model = "dnn",
     hidden: Hidden = "512,512,512",
@@ -220,7 +221,8 @@ def sweep(
         typer.echo(f"{len(plan.runs)} run(s), {len(plan.done)} done, {cfg.steps} steps each; estimated "
                    f"{plan.seconds / 60:.1f} min with {workers} worker(s) ({plan.source})")
         return
-    result = sweeps.run_sweep(corpus, parse_tasks(tasks), out, cfg, executor=executor, workers=workers, **args)
+    result = sweeps.run_sweep(corpus, parse_tasks(tasks), out, cfg, executor=executor, workers=workers, address=address,
+                              **args)
     if result.results:
         from mtl_edge.report.sweep import render_results
 

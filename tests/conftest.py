@@ -77,3 +77,12 @@ def demo_corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo") / "corpus"
     build_demo(DemoConfig(scale=DEMO_SCALE, seed=0), folder, workers=2)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """A corpus of 174 real clips in which every task keeps two labels or more per split (~20 s; read only)."""
+    from mtl_edge.data.demo.builder import DemoConfig, build_demo
+
+    _require("espeak-ng", "espeak-ng")
+    return build_demo(DemoConfig(scale=0.03, seed=0), tmp_path_factory.mktemp("tiny") / "corpus", workers=2).folder

@@ -60,13 +60,8 @@ def test_regression_finds_a_feature_that_decides_the_gain_and_beats_the_majority
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from mtl_edge.data.demo.builder import DemoConfig, build_demo
-
-    from conftest import _require
-
-    _require("espeak-ng", "espeak-ng")
-    return build_demo(DemoConfig(scale=0.03, seed=0), tmp_path_factory.mktemp("tiny") / "corpus", workers=2).folder
+def tiny(tiny_corpus):
+    return tiny_corpus
 
 
 def test_dataset_features_ignore_validation_and_test_labels(tiny, tmp_path):

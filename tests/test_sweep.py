@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,8 @@ ARGS = ["--tasks", "scene,gender", "--combos", "pairs", "--seeds", "2", "--steps
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A corpus of 174 real clips in which every task keeps two labels or more per split (~20 s)."""
-    from mtl_edge.data.demo.builder import DemoConfig, build_demo
-
-    from conftest import _require
-
-    _require("espeak-ng", "espeak-ng")
-    return build_demo(DemoConfig(scale=0.03, seed=0), tmp_path_factory.mktemp("tiny") / "corpus", workers=2).folder
+def tiny(tiny_corpus):
+    return tiny_corpus
 
 
 def sweep(corpus: Path, out: Path, *extra: str, args=ARGS):
@@ -191,8 +186,10 @@ def test_bad_input_exits_1_with_a_message(tiny, tmp_path):
     assert result.exit_code == 1 and "unknown task(s) emotion" in result.output and "scene" in result.output.split("has")[-1]
     result = sweep(tiny, tmp_path / "a", args=["--tasks", "scene,gender", "--combos", "pairs,quads"])
     assert result.exit_code == 1 and "unknown combination kind(s) quads" in result.output
-    result = sweep(tiny, tmp_path / "a", "--executor", "ray")
-    assert result.exit_code == 1 and "executor 'ray' is not available yet" in result.output
+    result = sweep(tiny, tmp_path / "a", "--executor", "slurm")
+    assert result.exit_code == 1 and "unknown executor 'slurm'; executors: local, ray" in result.output
+    result = sweep(tiny, tmp_path / "a", "--address", "127.0.0.1:6379")
+    assert result.exit_code == 1 and "--address names a Ray cluster: it needs --executor ray" in result.output
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "notes.txt").write_text("x")
     result = sweep(tiny, tmp_path / "b")
@@ -211,8 +208,20 @@ def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_p
     assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default, so that Python raises KeyboardInterrupt
+    even when this test runs where SIGINT is ignored (a background job of a non-interactive shell)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
-    """SIGINT (a terminal's Ctrl-C, to the whole process group) while the second run trains."""
+    """SIGINT (a terminal's Ctrl-C, to the whole process group) while the second run trains.
+
+    Event-driven, not timed: the sweep is frozen (SIGSTOP) as soon as the second run has saved its
+    first epoch, checked to be mid-run, and only then interrupted, so a loaded machine cannot let
+    the run finish before the signal lands."""
     import os
     import signal
     import subprocess
@@ -223,14 +232,17 @@ def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
     args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "150", "--hidden", "128,128,128"]
     proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     first, second = out / "runs/scene/seed0", out / "runs/scene/seed1"
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not (second / "state.pt").exists():
             time.sleep(0.02)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGSTOP)
+        assert (second / "state.pt").exists() and not (second / "status.json").exists(), "not mid-run"
+        os.killpg(proc.pid, signal.SIGINT)  # pending until the group runs again
+        os.killpg(proc.pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -253,3 +265,233 @@ def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
     assert run_job(job)["status"] == "done"
     assert (whole / "metrics.json").read_bytes() == (second / "metrics.json").read_bytes()
     assert (whole / "curves.csv").read_bytes() == (second / "curves.csv").read_bytes()
+
+
+# --- the Ray executor, on a real Ray cluster started on loopback -------------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    pid: int  # of `ray start --block`: every Ray process of this cluster descends from it
+
+
+@pytest.fixture(scope="module")
+def ray_auth():
+    """Token authentication with a token of this test module, for the cluster and for this process
+    (Ray's token file in the home folder is neither read nor written, so concurrent Ray instances
+    cannot clash). Set before anything imports ray: Ray reads the token once per process."""
+    import secrets
+
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in auth.items():
+            patch.setenv(name, value)
+        yield auth
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_auth):
+    """A one-node Ray cluster (`ray start --head --block`) on loopback; stopped afterwards through its
+    own process group, never with `ray stop` (which stops every Ray on the machine)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    pytest.importorskip("ray")
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths must fit in 107 bytes
+    ray = Path(sys.executable).with_name("ray")
+    proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        yield RayCluster(f"127.0.0.1:{port}", proc.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_client(ray_auth, monkeypatch):
+    """This process talks to Ray with the module's token, and to no cluster unless a test names one."""
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+def same_runs(a: Path, b: Path) -> None:
+    for name in RUNS:
+        for seed in (0, 1):
+            rel = Path("runs") / name / f"seed{seed}"
+            for file in ("metrics.json", "curves.csv"):
+                assert (a / rel / file).read_bytes() == (b / rel / file).read_bytes(), rel / file
+    assert (a / "results.csv").read_bytes() == (b / "results.csv").read_bytes()
+
+
+def test_ray_cluster_through_address_gives_the_same_results_as_local(swept, tiny, ray_cluster, ray_client, tmp_path):
+    result = sweep(tiny, tmp_path / "ray", "--executor", "ray", "--address", ray_cluster.address, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "6 run(s) trained, 0 already done, 0 failed" in result.output
+    same_runs(tmp_path / "ray", swept[0])
+
+
+def test_ray_address_from_the_environment_resumes_only_unfinished_runs(swept, tiny, ray_cluster, ray_client, tmp_path,
+                                                                       monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(swept[0], out)
+    killed = Path("runs/scene+gender/seed0")
+    (out / killed / "status.json").unlink()
+    before = files(out)
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    result = sweep(tiny, out, "--executor", "ray")
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 5 already done, 0 failed" in result.output
+    after = files(out)
+    for rel, content in before.items():
+        if not rel.startswith(str(killed)) and rel != "results.csv":
+            assert after[rel] == content, rel  # finished runs: same bytes, same mtime
+    same_runs(out, swept[0])
+
+
+def test_a_lost_ray_worker_is_retried_from_its_last_epoch(tiny, ray_cluster, ray_client, tmp_path):
+    """SIGKILL to the worker process training a run (as when a node goes away): Ray retries the task,
+    which resumes from state.pt and ends with the run an uninterrupted worker trains."""
+    import signal
+    import threading
+    import time
+
+    from mtl_edge.research.runs import RunJob, run_job
+
+    args = ["--tasks", "scene", "--combos", "singles", "--seeds", "1", "--steps", "150", "--hidden", "128,128,128"]
+    out, killed = tmp_path / "lost", []
+    state = out / "runs/scene/seed0/state.pt"
+
+    def kill_the_worker_mid_run():
+        deadline = time.time() + 300
+        while time.time() < deadline and not state.exists():
+            time.sleep(0.02)
+        for proc in ray_workers_running(ray_cluster):
+            proc.send_signal(signal.SIGKILL)
+            killed.append(proc.pid)
+
+    killer = threading.Thread(target=kill_the_worker_mid_run)
+    killer.start()
+    result = sweep(tiny, out, "--executor", "ray", "--address", ray_cluster.address, args=args)
+    killer.join()
+    assert killed, "no Ray worker was training when the run saved its first epoch"
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 0 already done, 0 failed" in result.output
+    config = json.loads((out / "sweep.json").read_text())
+    whole = tmp_path / "whole"
+    assert run_job(RunJob(RunSpec(("scene",), 0), str(whole), config["corpus"], {**config["train"], "seed": 0},
+                          config["features"]))["status"] == "done"
+    run = out / "runs/scene/seed0"
+    assert (whole / "metrics.json").read_bytes() == (run / "metrics.json").read_bytes()
+    assert (whole / "curves.csv").read_bytes() == (run / "curves.csv").read_bytes()
+
+
+def ray_workers_running(cluster: RayCluster) -> list:
+    import psutil
+
+    out = []
+    for proc in psutil.Process(cluster.pid).children(recursive=True):
+        try:
+            if (proc.cmdline() or [""])[0].startswith("ray::run_job"):  # a worker's title while it runs the task
+                out.append(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_ctrl_c_on_ray_cancels_the_runs_in_flight_and_a_rerun_finishes(tiny, ray_cluster, ray_client, tmp_path):
+    """SIGINT to the sweep (the driver) while its run trains on the cluster: the Ray task is cancelled,
+    nothing is recorded as done, and the same command trains the run again. The worker is frozen
+    (SIGSTOP) while the driver is interrupted, so the run cannot finish first on a loaded machine."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cut"
+    run = out / "runs/scene/seed0"
+    args = ["--tasks", "scene", "--combos", "singles", "--seeds", "1", "--steps", "150", "--hidden", "128,128,128"]
+    command = [sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+               "--executor", "ray", "--address", ray_cluster.address]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
+    workers = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not (run / "state.pt").exists():
+            time.sleep(0.02)
+        workers = ray_workers_running(ray_cluster)
+        assert len(workers) == 1, "no Ray worker was training when the run saved its first epoch"
+        workers[0].send_signal(signal.SIGSTOP)
+        assert not (run / "status.json").exists(), "not mid-run"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        for worker in workers:
+            try:
+                worker.send_signal(signal.SIGCONT)
+            except Exception:
+                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1 and "interrupted: 1 run(s) unfinished" in stderr
+    deadline = time.time() + 60
+    while time.time() < deadline and ray_workers_running(ray_cluster):
+        time.sleep(0.1)
+    assert not ray_workers_running(ray_cluster), "the cancelled run still trains on the cluster"
+    assert not (run / "status.json").exists() and not (run / "metrics.json").exists()
+    result = sweep(tiny, out, "--executor", "ray", "--address", ray_cluster.address, args=args)
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 0 already done, 0 failed" in result.output and steps_trained(run) == 150
+
+
+def test_ray_without_an_address_starts_a_local_instance(tiny, ray_client, tmp_path):
+    args = ["--tasks", "gender", "--combos", "singles", "--seeds", "1", "--steps", "30", "--hidden", "128,128,128"]
+    result = sweep(tiny, tmp_path / "local-ray", "--executor", "ray", "--workers", "1", args=args)
+    assert result.exit_code == 0, result.output
+    assert "1 run(s) trained, 0 already done, 0 failed" in result.output
+    assert json.loads((tmp_path / "local-ray/runs/gender/seed0/status.json").read_text())["status"] == "done"
+
+
+def test_an_unreachable_ray_address_is_a_clear_error_and_writes_nothing(tiny, swept, ray_client, tmp_path):
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result = sweep(tiny, tmp_path / "new", "--executor", "ray", "--address", address)
+    assert result.exit_code == 1
+    assert f"cannot reach the Ray cluster at {address}" in result.output and "nothing was trained" in result.output
+    assert not (tmp_path / "new").exists()
+    before = files(swept[0])
+    result = sweep(tiny, swept[0], "--executor", "ray", "--address", address)
+    assert result.exit_code == 1 and files(swept[0]) == before  # an existing sweep: nothing lost
+    result = sweep(tiny, tmp_path / "new", "--executor", "ray", "--address", "localhost:port")
+    assert result.exit_code == 1 and "is not host:port" in result.output

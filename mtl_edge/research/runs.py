@@ -1,7 +1,7 @@
 """One run of a sweep, and where it trains: ``run_job`` trains a ``RunJob`` and records its status;
-an executor (``EXECUTORS``: ``local`` = worker processes here) trains a list of them.
+an executor (``EXECUTORS``: ``local`` = worker processes here, ``ray`` = Ray tasks) trains a list of them.
 
-A ``RunJob`` is plain data, so another executor (Ray) only has to call ``run_job`` somewhere else.
+A ``RunJob`` is plain data, so another executor only has to call ``run_job`` somewhere else.
 A failure is recorded in the run's ``status.json``, not raised: one diverging run does not stop a sweep.
 """
 
@@ -136,8 +136,18 @@ def per_class_f1(model, data) -> dict[str, dict[str, float | None]]:
 
 
 # An executor trains a list of jobs and reports each run's start and its status dict:
-# executor(jobs, workers=N, on_start=fn(spec), on_finish=fn(spec, status)).
+# executor(jobs, workers=N, on_start=fn(spec), on_finish=fn(spec, status), address=None).
 Executor = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    """An executor and its check, run before a sweep writes anything (raises MtlEdgeError)."""
+
+    run: Executor
+    check: Callable[[str | None], None]
+    help: str
+
 
 _EVENTS = None  # the parent's queue, inside a local worker process
 
@@ -151,7 +161,7 @@ def _run_in_worker(job: RunJob) -> dict:
     return run_job(job, _EVENTS)
 
 
-def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish) -> None:
+def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish, address: str | None = None) -> None:
     """Worker processes on this machine (spawned: no state inherited); one worker trains in-process.
 
     Results do not depend on ``workers``: every run sets its own seed and one torch thread."""
@@ -194,5 +204,24 @@ def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish) -> None:
             raise
 
 
-EXECUTORS: dict[str, Executor] = {"local": run_local}
-PLANNED_EXECUTORS = {"ray": "it needs a pinned ray"}  # named here so that asking for one says so
+def _check_local(address: str | None) -> None:
+    if address:
+        raise MtlEdgeError("--address names a Ray cluster: it needs --executor ray")
+
+
+def _run_ray(jobs: list[RunJob], **options) -> None:
+    from mtl_edge.research.ray_executor import run_ray
+
+    run_ray(jobs, **options)
+
+
+def _check_ray(address: str | None) -> None:
+    from mtl_edge.research.ray_executor import check_executor
+
+    check_executor(address)
+
+
+EXECUTORS: dict[str, ExecutorEntry] = {
+    "local": ExecutorEntry(run_local, _check_local, "worker processes on this machine"),
+    "ray": ExecutorEntry(_run_ray, _check_ray, "Ray tasks on the cluster at --address / RAY_ADDRESS, else a local Ray"),
+}

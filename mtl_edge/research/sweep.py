@@ -14,8 +14,8 @@ Every run trains the same number of optimizer steps (``TrainConfig.steps``, no e
 difference between a combination and its baselines is the task mix, not a longer training. A run is
 done once ``status.json`` says so and ``metrics.json`` is there: a rerun skips it and never rewrites
 it; anything else (killed, failed) is trained again, from its last epoch where ``state.pt`` exists.
-Runs go to an executor (``EXECUTORS``: ``local`` = worker processes on this machine) as a list of
-plain-data ``RunJob``s, so another executor (Ray) only has to run ``run_job`` somewhere else.
+Runs go to an executor (``EXECUTORS``: ``local`` = worker processes on this machine, ``ray`` = Ray
+tasks on a cluster) as a list of plain-data ``RunJob``s: every executor runs the same ``run_job``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.report.sweep import Board
-from mtl_edge.research.runs import (EXECUTORS, PLANNED_EXECUTORS, RunJob, RunSpec, finished_metrics, is_done, json_or_empty,
+from mtl_edge.research.runs import (EXECUTORS, RunJob, RunSpec, finished_metrics, is_done, json_or_empty,
                                    read_status)
 from mtl_edge.train.trainer import TrainConfig
 
@@ -226,19 +226,17 @@ def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: Train
 
 
 def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
-              seeds: int, executor: str = "local", workers: int = 2, feature_overrides: dict | None = None,
+              seeds: int, executor: str = "local", workers: int = 2, address: str | None = None, feature_overrides: dict | None = None,
               cache_dir=None, feature_workers: int = 2, console=None) -> SweepResult:
     """Train (or continue) a sweep; see the module docstring for the layout and the rules."""
     from mtl_edge.features.inputs import config_from_json
     from mtl_edge.train.data import load_task_data
 
-    if executor in PLANNED_EXECUTORS:
-        raise MtlEdgeError(f"executor {executor!r} is not available yet ({PLANNED_EXECUTORS[executor]}); "
-                           f"executors: {', '.join(EXECUTORS)}")
     if executor not in EXECUTORS:
         raise MtlEdgeError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
     if workers < 1:
         raise MtlEdgeError("--workers must be at least 1")
+    EXECUTORS[executor].check(address)
     plan = plan_sweep(corpus, tasks, out, cfg, combos=combos, seeds=seeds, workers=workers,
                       feature_overrides=feature_overrides, cache_dir=cache_dir)
     out, config, runs = Path(out), plan.config, plan.runs
@@ -267,7 +265,7 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
 
     try:
         with Live(console=console or stderr, get_renderable=board.render, refresh_per_second=2, transient=False):
-            EXECUTORS[executor](jobs, workers=workers, on_start=board.start, on_finish=on_finish)
+            EXECUTORS[executor].run(jobs, workers=workers, on_start=board.start, on_finish=on_finish, address=address)
     except KeyboardInterrupt:
         raise MtlEdgeError(f"interrupted: {len(todo) - len(result.trained) - len(result.failed)} run(s) unfinished; "
                            f"run the same command again to finish the sweep (finished runs are kept)") from None
