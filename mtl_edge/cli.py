@@ -234,6 +234,44 @@ def sweep(
                            "; ".join(result.failed.values()))
 
 
+@app.command("affinity")
+@cli_command
+def affinity(
+    corpus: Corpus,
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks (two or more), e.g. kws,speaker,scene.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the result, e.g. affinity/NAME.")],
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps of the run (default: 2000, as a sweep's runs).")] = None,
+    every: Annotated[int, typer.Option("--every", min=1, help="Measure affinity every N steps.")] = 10,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the run.")] = 0,
+    model: Model = "dnn",
+    hidden: Hidden = "512,512,512",
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate, also the lookahead step (default 0.001).")] = None,
+    cache: Cache = None,
+):
+    """Inter-task affinity from one multi-task run (TAG lookahead and gradient cosine), without a sweep.
+
+    Writes OUT/affinity.json, OUT/tag.csv, OUT/cosine.csv, OUT/affinity.png and OUT/run/."""
+    from dataclasses import replace
+
+    from mtl_edge.research import sweep as sweeps
+    from mtl_edge.research.affinity import measure_affinity
+    from mtl_edge.train.data import parse_tasks
+
+    cfg = replace(train_config(model, hidden, seed, "uniform", None), steps=steps or sweeps.DEFAULT_STEPS,
+                  **({"lr": lr} if lr is not None else {}))
+    result = measure_affinity(corpus, parse_tasks(tasks), out, cfg, every=every, cache_dir=cache)
+    record = result.record
+    names = record["tasks"]
+    typer.echo(("already measured: " if result.reused else "") +
+               f"{record['measurements']} measurement(s) over {record['steps']} steps in {record['wall_s']:.0f} s")
+    width = max(len(t) for t in names)
+    typer.echo("TAG affinity Z[i->j] (row: step on i, column: loss of j)")
+    typer.echo(" " * (width + 2) + " ".join(f"{t[:9]:>9}" for t in names))
+    for task, row in zip(names, record["tag"]):
+        typer.echo(f"{task:<{width}}  " + " ".join("        -" if v is None else f"{v:9.2e}" for v in row))
+    typer.echo(f"-> {result.folder / 'affinity.json'}")
+
+
 @app.command("analyze")
 @cli_command
 def analyze(

@@ -86,12 +86,12 @@ def sweep_config(corpus: Path, fingerprint: str, tasks: list[str], combos: list[
             "features": input_config.to_json()}
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for key in [*new, *(k for k in old if k not in new)]:
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
+            out += config_differences(a, b, f"{prefix}{key}.")
         elif a != b:
             out.append(f"{prefix}{key} ({a!r} -> {b!r})")
     return out
@@ -106,7 +106,7 @@ def check_folder(out: Path, config: dict) -> None:
         previous = atomic.read_json(path, "", "; choose another --out")
         if previous.get("format") != SWEEP_FORMAT:
             raise MtlEdgeError(f"{path} is not a sweep's settings file; choose another --out")
-        diffs = _differences({k: v for k, v in previous.items() if k != "corpus"},
+        diffs = config_differences({k: v for k, v in previous.items() if k != "corpus"},
                              {k: v for k, v in config.items() if k != "corpus"})
         if diffs:
             note = (f" (the sweep was on {previous.get('corpus')}; {config['corpus']} differs in its manifest or audio)"

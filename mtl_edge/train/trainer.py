@@ -181,8 +181,14 @@ def selection_score(scores: dict[str, float], specs: dict, select: str = "mean")
     return float(np.mean(values) if select == "mean" else min(values))
 
 
-def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = False, progress=None, label: str = "") -> FitResult:
-    """Train on ``data`` into ``folder`` (``state.pt`` each epoch; ``model.pt`` = best, at the end)."""
+def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = False, progress=None, label: str = "",
+        probe=None) -> FitResult:
+    """Train on ``data`` into ``folder`` (``state.pt`` each epoch; ``model.pt`` = best, at the end).
+
+    ``probe``: an observer called before every optimizer step as ``probe(step, model, x, batch_tasks,
+    targets)`` (the batch before mixup); it must leave the model and the random generators as it found
+    them, so a probed run trains the same model. Its ``state_dict()`` is saved with each epoch's state
+    and given back to ``load_state_dict`` on resume (e.g. ``research.affinity.AffinityProbe``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "state.pt"
@@ -214,6 +220,10 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         best_state, history, curves = state["best_state"], state["history"], state["curves"]
+        if probe is not None:
+            if "probe" not in state:
+                raise MtlEdgeError(f"{state_path}: saved without the probe this run measures with; cannot resume it")
+            probe.load_state_dict(state["probe"])
 
     x_all = torch.from_numpy(data.inputs)
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
@@ -234,6 +244,8 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
                 break  # the budget ends inside this epoch: validate and select on what was trained
             idx = order[start:start + cfg.batch_size]
             batch_tasks = tasks_t[idx]
+            if probe is not None:
+                probe(epoch * batches_per_epoch + b, model, x_all[rows_t[idx]], batch_tasks, targets_t[idx])
             mix = mixup_partners(batch_tasks, cfg.mixup, shuffle) if cfg.mixup > 0 else None
             losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs)
             optimizer.zero_grad(set_to_none=True)
@@ -263,7 +275,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
             "model": model.state_dict(), "weighting": weighting.state_dict(), "optimizer": optimizer.state_dict(),
             "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
             "best_score": best_score, "best_epoch": best_epoch, "best_state": best_state,
-            "history": history, "curves": curves,
+            "history": history, "curves": curves, **({"probe": probe.state_dict()} if probe is not None else {}),
         })
         if progress:
             progress.update(bar_task, completed=epoch + 1,
