@@ -233,14 +233,51 @@ def test_bad_inputs_exit_1_with_a_message(demo_corpus, tmp_path, trained_run):
     assert r.exit_code == 1 and "no checkpoints" in r.output
 
 
+class _PoisonAfterEpoch:
+    """The progress bar ``fit`` reports to; after epoch ``after`` it makes one training row infinite (the
+    trainer reads ``data.inputs`` in place), so the next epoch's loss becomes nan through the real forward pass."""
+
+    def __init__(self, data, row: int, after: int = 1):
+        self.data, self.row, self.after, self.saved = data, row, after, None
+
+    def add_task(self, description, total=None, completed=0):
+        return 0
+
+    def update(self, task_id, completed=None, description=None):
+        if completed == self.after and self.saved is None:
+            self.saved = self.data.inputs[self.row].copy()
+            self.data.inputs[self.row] = np.inf
+
+    def heal(self):
+        self.data.inputs[self.row] = self.saved
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(demo_corpus, tmp_path):
     from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.trainer import STATE_FORMAT
 
     data = load_task_data(demo_corpus, ["scene"], workers=1)
-    data.features[data.tasks["scene"].rows["train"][5]] = np.inf
-    with pytest.raises(MtlEdgeError, match="loss became nan"):
-        fit(data, TrainConfig(hidden=(128, 128, 128), epochs=2), tmp_path / "nan")
+    cfg = TrainConfig(hidden=(128, 128, 128), epochs=3)
+    row = int(data.tasks["scene"].rows["train"][5])
+    poison = _PoisonAfterEpoch(data, row)
+    with pytest.raises(MtlEdgeError, match=r"loss became nan at epoch 2, batch \d+ .*lower --lr\. The last good "
+                                           r"state is kept in .*nan/state\.pt"):
+        fit(data, cfg, tmp_path / "nan", progress=poison)
     assert not (tmp_path / "nan" / "model.pt").exists()
+    state = load_payload(tmp_path / "nan" / "state.pt", STATE_FORMAT)
+    assert state["epoch"] == 0 and len(state["history"]) == 1 and state["best_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    # the kept state is epoch 1 of the same run: the weights a clean one-epoch run ends with
+    poison.heal()
+    fit(data, TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "one")
+    one = load_payload(tmp_path / "one" / "state.pt", STATE_FORMAT)
+    assert state["model"].keys() == one["model"].keys()
+    assert all(torch.equal(state["model"][k], one["model"][k]) for k in one["model"])
+    assert state["history"] == one["history"]
+    # and it resumes: with the data healed, the run finishes its three epochs from there
+    resumed = fit(data, cfg, tmp_path / "nan", resume=True)
+    assert resumed.epochs_run == 3 and resumed.history[0] == state["history"][0]
+    assert (tmp_path / "nan" / "model.pt").is_file()
 
 
 def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
