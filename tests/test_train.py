@@ -296,7 +296,11 @@ def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path):
-    """Kill a real training process mid-run, resume it, and compare with an uninterrupted run."""
+    """Kill a real training process mid-run, resume it, and compare with an uninterrupted run.
+
+    The cut is made at a known point, whatever the machine's load: the process group is frozen with
+    SIGSTOP before its state is read, so the state seen is the state killed (epoch 3 to 9 of the
+    multi-task model, before its model.pt)."""
     args = ["train", "--corpus", str(demo_corpus), "--tasks", "kws,scene", "--single", "--epochs", "10",
             "--hidden", "128,128,128", "--seed", "3"]
     whole = run_cli(*args, "--out", str(tmp_path / "whole"))
@@ -304,17 +308,24 @@ def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", *args, "--out", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state, killed_at = cut / "multi" / "state.pt", None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            state = cut / "multi" / "state.pt"
-            if state.exists() and load_payload(state, "mtl-edge-train-state")["epoch"] >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
+        while killed_at is None:
+            os.killpg(proc.pid, signal.SIGSTOP)  # frozen: nothing changes between the check and the kill
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert not (cut / "multi" / "model.pt").exists(), "the multi-task model finished before epoch 3 was seen"
+            epoch = load_payload(state, "mtl-edge-train-state")["epoch"] if state.exists() else -1
+            if epoch >= 2:  # epoch 3 (0-based 2) is saved
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_at = epoch
+            else:
+                os.killpg(proc.pid, signal.SIGCONT)
+                time.sleep(0.02)
     finally:
+        if proc.poll() is None and killed_at is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert 2 <= killed_at < 9
     assert not (cut / "metrics.json").exists() and not (cut / "multi" / "model.pt").exists()
     resumed = run_cli(*args, "--out", str(cut), "--resume")
     assert resumed.returncode == 0, resumed.stderr
