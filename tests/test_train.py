@@ -280,6 +280,20 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(demo_corpus
     assert (tmp_path / "nan" / "model.pt").is_file()
 
 
+def test_resume_with_a_changed_config_is_refused_naming_the_difference(demo_corpus, tmp_path):
+    from mtl_edge.train.data import load_task_data
+
+    data = load_task_data(demo_corpus, ["scene", "kws"], workers=1)
+    fit(data.subset(["scene"]), TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "r")
+    before = (tmp_path / "r" / "state.pt").read_bytes()
+    with pytest.raises(MtlEdgeError, match=r"state\.pt: saved with another configuration or task set \(lr: saved "
+                                           r"0\.001, now 0\.01\); cannot resume it"):
+        fit(data.subset(["scene"]), TrainConfig(hidden=(128, 128, 128), epochs=1, lr=0.01), tmp_path / "r", resume=True)
+    with pytest.raises(MtlEdgeError, match=r"\(tasks: saved \['scene'\], now \['scene', 'kws'\]\)"):
+        fit(data, TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "state.pt").read_bytes() == before  # the saved state is left as it was
+
+
 def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
     from mtl_edge.data.manifest import read_manifest
     from mtl_edge.train.data import load_task_data
