@@ -111,6 +111,8 @@ def test_a_model_family_defined_outside_the_package_trains_exports_and_benchmark
     lines = measured.measurements
     assert {(r["runtime"], r["model"]) for r in lines} == {("onnxruntime", "multi"), ("litert", "multi")}
     for r in lines:
+        # the desktop runs the very artefact the export verified, on this machine: "ok" is equal by construction
+        # (it checks the plumbing); answers from another architecture are checked in tests/test_devbed.py
         assert r["p50_ms"] > 0 and r["answers_status"] == "ok", r
         assert r["answers_rel_rms_" + TASK] <= 1e-4  # the reconstruction output, checked on the device side
 

@@ -24,6 +24,14 @@ from mtl_edge.train.trainer import predict
 pytestmark = pytest.mark.slow
 TASKS = ["kws", "speaker", "scene", "instrument"]
 PRECISIONS = ["fp32", "fp16", "int8"]
+# What the export makes of each (format, precision) with the pinned converters, on this seed's 3-epoch model:
+# everything verifies except TFLite int8, which litert-torch 0.10.0 cannot quantise without quantising the
+# front-end (recorded unsupported with the reason, as the README says).
+EXPECTED_STATUS = {("onnx", "fp32"): "ok", ("onnx", "fp16"): "ok", ("onnx", "int8"): "ok",
+                   ("tflite", "fp32"): "ok", ("tflite", "fp16"): "ok", ("tflite", "int8"): "unsupported"}
+TFLITE_INT8_REASON = ("tflite int8 of the end-to-end graph: static int8 would quantise the front-end's activations "
+                      "(a power spectrum spanning ~1e-10..1e4, then its log: no int8 scale holds it), and litert-torch "
+                      "0.10.0 cannot restrict PT2E quantisation to the network")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +46,8 @@ def run_dir(demo_corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def exported(run_dir):
-    # int8 of a 3-epoch model may flip a near-tied sample: keep such artefacts (degraded), as tests/test_export.py does
+    # allow_degraded keeps a degraded artefact in the manifest, so a change shows as a wrong status in the tests
+    # below (EXPECTED_STATUS) rather than as an export error
     return export_run(run_dir, formats="onnx,tflite", precisions=PRECISIONS, models="multi", end_to_end=True,
                       allow_degraded=True, progress=False, latency_runs=10)
 
@@ -142,15 +151,16 @@ def test_e2e_entries_are_in_the_manifest(exported):
     folder, manifest = exported.folder, exported.manifest
     assert read_manifest(folder, check_files=True) == json.loads((folder / "manifest.json").read_text())
     e2e = [a for a in manifest["artefacts"] if a["end_to_end"]]
-    assert {(a["format"], a["precision"]) for a in e2e} == {(f, p) for f in ("onnx", "tflite") for p in PRECISIONS}
+    assert {(a["format"], a["precision"]): a["status"] for a in e2e} == EXPECTED_STATUS
     assert all(a["model"] == "e2e:multi" for a in e2e)
     assert not any(a["end_to_end"] for a in manifest["artefacts"] if a["model"] == "multi")
     for a in e2e:
         assert (a["input"]["name"], a["input"]["samples"], a["input"]["sample_rate"]) == ("waveform", 16000, 16000)
         assert a["tasks"] == TASKS and a["source_checkpoint_sha256"] == manifest["checkpoint_sha256"]["multi"]
-        if a["status"] == "unsupported":
-            assert a["path"] is None and a["sha256"] is None and a["reason"]
+        if a["status"] == "unsupported":  # tflite int8 only (above)
+            assert a["path"] is None and a["sha256"] is None and a["reason"].startswith(TFLITE_INT8_REASON)
             continue
+        assert a["reason"] is None
         name = a["model"].replace(":", "-")
         assert a["path"] == f"{a['format']}/{name}.{a['precision']}.{a['format']}"
         path = folder / a["path"]
@@ -162,9 +172,9 @@ def test_e2e_entries_are_in_the_manifest(exported):
         assert p["rows"] == a["verification"]["rows"] and p["max_rel_diff"] < limit, p
     top = manifest["end_to_end"]
     assert top["model"] == "e2e:multi" and top["input"]["name"] == "waveform"
-    assert top["onnx"] == "ok" or top["onnx"].startswith("ok: fp32, fp16; int8 degraded")  # a 3-epoch int8 may flip
+    assert top["onnx"] == "ok"
     assert top["torch_frontend_parity"]["max_rel_diff"] < 1e-3
-    assert "int8 unsupported" in top["tflite"]
+    assert top["tflite"].startswith(f"ok: fp32, fp16; int8 unsupported: {TFLITE_INT8_REASON}")
     table = (folder / "verification.md").read_text()
     assert "| onnx/e2e-multi.fp32.onnx | e2e:multi | onnx | fp32 | ok | kws |" in table
     assert "tflite/e2e-multi.fp32.tflite: input waveform [batch, 16000] at 16000 Hz; front-end parity" in table
@@ -195,8 +205,7 @@ def test_onnx_e2e_agrees_with_pytorch_on_the_whole_test_split(exported, testset,
             t = testset.tasks[task]
             agreement = np.mean(out[task][t.rows].argmax(1) == reference[task][t.rows].argmax(1))
             assert agreement == a["verification"]["tasks"][task]["agreement"]
-            if precision != "int8":
-                assert agreement >= 0.99 and a["status"] == "ok"
+            assert agreement >= (0.95 if precision == "int8" else 0.99) and a["status"] == "ok"
             if precision == "fp32":
                 np.testing.assert_allclose(out[task], reference[task], atol=1e-3)
     fp16 = _entry(exported.manifest, "onnx", "fp16")
@@ -211,20 +220,18 @@ def test_tflite_e2e_runs_or_names_what_it_cannot_take(exported, testset, multi):
 
     waves = testset.extra["waveforms"]
     reference = predict(multi, logmel.extract_batch(waves, FeatureConfig()))
-    for precision in PRECISIONS:
+    int8 = _entry(exported.manifest, "tflite", "int8")
+    assert (int8["status"], int8["path"]) == ("unsupported", None) and int8["reason"].startswith(TFLITE_INT8_REASON)
+    assert not (exported.folder / "tflite" / "e2e-multi.int8.tflite").exists()
+    for precision in ("fp32", "fp16"):
         a = _entry(exported.manifest, "tflite", precision)
-        if a["status"] == "unsupported":
-            assert a["reason"].startswith(f"tflite {precision} of the end-to-end graph")
-            assert "FULLY_CONNECTED" in a["reason"] or "PT2E" in a["reason"]
-            continue
+        assert a["status"] == "ok", a["reason"]
         runner = Interpreter(model_path=str(exported.folder / a["path"])).get_signature_runner("serving_default")
         assert list(runner.get_input_details()) == ["waveform"]
         out = load_artefact(a, exported.folder)(waves)
         for task in TASKS:
             t = testset.tasks[task]
             assert np.mean(out[task][t.rows].argmax(1) == reference[task][t.rows].argmax(1)) >= 0.99
-        assert a["status"] == "ok"
-    assert _entry(exported.manifest, "tflite", "fp32")["status"] == "ok"  # these pins convert the whole graph
 
 
 def test_end_to_end_refusals(run_dir, tmp_path):
@@ -249,6 +256,8 @@ def test_bench_measures_the_waveform_in_artefacts_on_their_clips(exported, tests
     assert set(by_model) == {"multi", "e2e:multi"}
     e2e = by_model["e2e:multi"]
     assert e2e["clips"] == len(testset) and e2e["runs"] >= 3 and e2e["artefact"].startswith("onnx/e2e-multi.fp32")
-    # the desktop ran the same graph on the same waveforms: the runner's answers are its answers
+    # Equal by construction: the desktop runner is this machine's onnxruntime on the same graph and waveforms,
+    # so this checks the plumbing (inputs, output names, the comparison), not a second implementation. The
+    # answers check across architectures is tests/test_devbed.py and tests/test_adb.py (aarch64 under qemu).
     assert e2e["answers_status"] == "ok" and e2e["answers_agreement_min"] == 1.0
     assert all(e2e[f"answers_accuracy_{t}"] is not None for t in TASKS)

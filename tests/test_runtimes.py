@@ -94,7 +94,9 @@ def test_a_runtime_registered_in_a_test_verifies_and_benchmarks_an_artefact(expo
     assert out.results == [tmp_path / "r" / "desktop-onnx-reference.jsonl"]
     assert m["runtime"] == "onnx-reference" and m["runtime_version"] == __import__("onnx").__version__
     assert m["model"] == "multi" and m["runs"] >= QUICK["min_runs"] and 0 < m["p50_ms"] <= m["max_ms"]
-    # the device (this runner with the reference evaluator) answers like onnxruntime on this machine
+    # the device (this runner with the reference evaluator) answers like onnxruntime on this machine. The
+    # reference evaluator is another implementation, but the same machine and the same float32 arithmetic; the
+    # check across architectures is tests/test_devbed.py and tests/test_adb.py (aarch64 under qemu).
     assert m["answers_status"] == "ok" and m["answers_agreement_min"] == 1.0
 
 
@@ -167,3 +169,79 @@ def test_answers_of_other_task_kinds_are_compared_by_relative_rms(export_dir, tm
     device["scene"] = (desktop["scene"] * 1.01).tolist()  # 1 % off: a different computation at fp32
     fields = checker.compare([entry], {"multi": device})
     assert fields["answers_status"] == "disagrees" and fields["answers_rel_rms_scene"] == pytest.approx(0.01, rel=1e-3)
+
+
+# A runtime that misreads its input layout (it takes the feature vector back to front, as an interpreter with a
+# wrong stride would): real onnxruntime on the real artefact, computing something else than this machine.
+MISREADING_RUNTIME = '''
+def version(**options):
+    import onnxruntime
+
+    return onnxruntime.__version__ + "-misread"
+
+
+class Model:
+    batch = None
+
+    def __init__(self, path, threads=1, **options):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def prepare(self, inputs):
+        import numpy as np
+
+        return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)[:, ::-1]) for k, v in inputs.items()}
+
+    def call(self, feed):
+        return self.session.run(None, feed)
+
+    def named(self, raw):
+        return dict(zip(self.output_names, raw))
+
+
+load = Model
+'''
+
+
+@pytest.fixture
+def misreading_runtime(tmp_path):
+    module = tmp_path / "rt_onnx_misread.py"
+    module.write_text(MISREADING_RUNTIME)
+    yield runtimes.register_runtime(runtimes.Runtime("onnx-misread", "onnx", module, "onnxruntime"))
+    runtimes.unregister_runtime("onnx-misread")
+
+
+def test_a_device_that_answers_differently_fails_the_bench_unless_allowed(export_dir, misreading_runtime, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_edge.cli import app
+
+    results = tmp_path / "r"
+    line_file = results / "desktop-onnx-misread.jsonl"
+    with pytest.raises(MtlEdgeError, match=r"device desktop: 1 artefact\(s\) answer differently on the device than "
+                                           r"on this machine: onnx/multi\.fp32\.onnx \(onnx-misread .*-misread: "
+                                           r"agreement 0\.\d+ < 0\.99\)\. Their timings are written .*"
+                                           r"--allow-disagreement to accept"):
+        bench(export_dir, "desktop", runtime="onnx-misread", results=results, **QUICK)
+    (line,) = read_lines(line_file)  # the timings are kept, marked
+    assert line["answers_status"] == "disagrees" and line["answers_agreement_min"] < 0.99
+    assert line["answers_threshold"] == 0.99
+
+    allowed = bench(export_dir, "desktop", runtime="onnx-misread", results=tmp_path / "r2", allow_disagreement=True,
+                    **QUICK)
+    (m,) = allowed.measurements
+    assert m["answers_status"] == "disagrees" and m["answers_agreement_min"] == line["answers_agreement_min"]
+
+    # the same through the CLI: exit 1 with the message, exit 0 with --allow-disagreement
+    argv = ["bench", str(export_dir), "--runtime", "onnx-misread", "--min-runs", "5", "--min-secs", "0",
+            "--max-secs", "2"]
+    refused = CliRunner().invoke(app, [*argv, "--results", str(tmp_path / "cli1")])
+    assert refused.exit_code == 1 and "answer differently on the device" in refused.output, refused.output
+    assert "--allow-disagreement to accept" in refused.output
+    accepted = CliRunner().invoke(app, [*argv, "--results", str(tmp_path / "cli2"), "--allow-disagreement"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "1 measurement(s)" in accepted.output
+    assert read_lines(tmp_path / "cli2" / "desktop-onnx-misread.jsonl")[0]["answers_status"] == "disagrees"

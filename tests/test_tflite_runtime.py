@@ -45,18 +45,25 @@ def crosschecked(demo_corpus, tmp_path_factory, old_python):
                       latency_runs=5, progress=False, tflite_runtime=old_python)
 
 
+# What tflite-runtime 2.14 makes of each precision with the pinned converters (litert-torch 0.10.0,
+# ai-edge-quantizer 0.10.0): dynamic-range int8 writes FULLY_CONNECTED at an op version 2.14 predates, so its
+# interpreter cannot register the op; fp32 and full-integer int8 use op versions it knows and must agree.
+EXPECTED = {"fp32": "ok", "int8-dynamic": "cannot-load", "int8": "ok"}
+
+
 def test_every_tflite_artefact_carries_its_crosscheck(crosschecked):
     verification = (crosschecked.folder / "verification.md").read_text()
+    assert {a["precision"]: a["tflite_runtime"]["status"] for a in crosschecked.artefacts} == EXPECTED, \
+        {a["precision"]: (a["tflite_runtime"]["status"], a["tflite_runtime"]["reason"]) for a in crosschecked.artefacts}
     for a in crosschecked.artefacts:
         check = a["tflite_runtime"]
-        assert check["version"] == "2.14.0" and check["status"] in ("ok", "disagrees", "cannot-load")
+        assert check["version"] == "2.14.0"
         if check["status"] == "cannot-load":
-            assert check["reason"] and check["agreement"] is None
+            assert check["reason"] == "Registration failed." and check["agreement"] is None
         else:
             assert sorted(check["agreement"]) == sorted(check["agreement_with_pytorch"]) == sorted(a["tasks"])
-            assert (min(check["agreement"].values()) >= 0.99) == (check["status"] == "ok")
+            assert min(check["agreement"].values()) >= 0.99 and check["reason"] is None
         assert f"{a['path']}: tflite-runtime 2.14.0: {check['status']}" in verification
-    print({a["precision"]: (a["tflite_runtime"]["status"], a["tflite_runtime"]["reason"]) for a in crosschecked.artefacts})
 
 
 def test_static_int8_runs_under_tflite_runtime_and_agrees(crosschecked):
@@ -80,6 +87,7 @@ def test_bench_refuses_what_the_crosscheck_rejected_and_runs_the_rest(crosscheck
                        f'python = "{old_python}"\nruntime = "tflite-runtime"\n')
     quick = dict(min_runs=5, min_secs=0, max_secs=0.5, warmup=1, progress=False, results=tmp_path / "results")
     statuses = {a["precision"]: a["tflite_runtime"]["status"] for a in crosschecked.artefacts}
+    assert statuses == EXPECTED  # both branches below are taken
     for precision, status in statuses.items():
         if status == "ok":
             out = bench(crosschecked.folder, profile, precisions=precision, **quick)
@@ -90,4 +98,4 @@ def test_bench_refuses_what_the_crosscheck_rejected_and_runs_the_rest(crosscheck
             with pytest.raises(MtlEdgeError, match=f"refused for tflite-runtime.*{status}"):
                 bench(crosschecked.folder, profile, precisions=precision, **quick)
     lines = read_lines(Path(tmp_path / "results" / "old-pi-tflite-runtime.jsonl"))
-    assert len(lines) == sum(s == "ok" for s in statuses.values())
+    assert sorted(line["precision"] for line in lines) == ["fp32", "int8"]

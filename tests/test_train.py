@@ -233,14 +233,65 @@ def test_bad_inputs_exit_1_with_a_message(demo_corpus, tmp_path, trained_run):
     assert r.exit_code == 1 and "no checkpoints" in r.output
 
 
+class _PoisonAfterEpoch:
+    """The progress bar ``fit`` reports to; after epoch ``after`` it makes one training row infinite (the
+    trainer reads ``data.inputs`` in place), so the next epoch's loss becomes nan through the real forward pass."""
+
+    def __init__(self, data, row: int, after: int = 1):
+        self.data, self.row, self.after, self.saved = data, row, after, None
+
+    def add_task(self, description, total=None, completed=0):
+        return 0
+
+    def update(self, task_id, completed=None, description=None):
+        if completed == self.after and self.saved is None:
+            self.saved = self.data.inputs[self.row].copy()
+            self.data.inputs[self.row] = np.inf
+
+    def heal(self):
+        self.data.inputs[self.row] = self.saved
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(demo_corpus, tmp_path):
     from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.trainer import STATE_FORMAT
 
     data = load_task_data(demo_corpus, ["scene"], workers=1)
-    data.features[data.tasks["scene"].rows["train"][5]] = np.inf
-    with pytest.raises(MtlEdgeError, match="loss became nan"):
-        fit(data, TrainConfig(hidden=(128, 128, 128), epochs=2), tmp_path / "nan")
+    cfg = TrainConfig(hidden=(128, 128, 128), epochs=3)
+    row = int(data.tasks["scene"].rows["train"][5])
+    poison = _PoisonAfterEpoch(data, row)
+    with pytest.raises(MtlEdgeError, match=r"loss became nan at epoch 2, batch \d+ .*lower --lr\. The last good "
+                                           r"state is kept in .*nan/state\.pt"):
+        fit(data, cfg, tmp_path / "nan", progress=poison)
     assert not (tmp_path / "nan" / "model.pt").exists()
+    state = load_payload(tmp_path / "nan" / "state.pt", STATE_FORMAT)
+    assert state["epoch"] == 0 and len(state["history"]) == 1 and state["best_epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    # the kept state is epoch 1 of the same run: the weights a clean one-epoch run ends with
+    poison.heal()
+    fit(data, TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "one")
+    one = load_payload(tmp_path / "one" / "state.pt", STATE_FORMAT)
+    assert state["model"].keys() == one["model"].keys()
+    assert all(torch.equal(state["model"][k], one["model"][k]) for k in one["model"])
+    assert state["history"] == one["history"]
+    # and it resumes: with the data healed, the run finishes its three epochs from there
+    resumed = fit(data, cfg, tmp_path / "nan", resume=True)
+    assert resumed.epochs_run == 3 and resumed.history[0] == state["history"][0]
+    assert (tmp_path / "nan" / "model.pt").is_file()
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_difference(demo_corpus, tmp_path):
+    from mtl_edge.train.data import load_task_data
+
+    data = load_task_data(demo_corpus, ["scene", "kws"], workers=1)
+    fit(data.subset(["scene"]), TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "r")
+    before = (tmp_path / "r" / "state.pt").read_bytes()
+    with pytest.raises(MtlEdgeError, match=r"state\.pt: saved with another configuration or task set \(lr: saved "
+                                           r"0\.001, now 0\.01\); cannot resume it"):
+        fit(data.subset(["scene"]), TrainConfig(hidden=(128, 128, 128), epochs=1, lr=0.01), tmp_path / "r", resume=True)
+    with pytest.raises(MtlEdgeError, match=r"\(tasks: saved \['scene'\], now \['scene', 'kws'\]\)"):
+        fit(data, TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "r", resume=True)
+    assert (tmp_path / "r" / "state.pt").read_bytes() == before  # the saved state is left as it was
 
 
 def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
@@ -259,7 +310,11 @@ def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
 
 
 def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path):
-    """Kill a real training process mid-run, resume it, and compare with an uninterrupted run."""
+    """Kill a real training process mid-run, resume it, and compare with an uninterrupted run.
+
+    The cut is made at a known point, whatever the machine's load: the process group is frozen with
+    SIGSTOP before its state is read, so the state seen is the state killed (epoch 3 to 9 of the
+    multi-task model, before its model.pt)."""
     args = ["train", "--corpus", str(demo_corpus), "--tasks", "kws,scene", "--single", "--epochs", "10",
             "--hidden", "128,128,128", "--seed", "3"]
     whole = run_cli(*args, "--out", str(tmp_path / "whole"))
@@ -267,17 +322,24 @@ def test_interrupted_training_resumes_to_the_same_metrics(demo_corpus, tmp_path)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", *args, "--out", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state, killed_at = cut / "multi" / "state.pt", None
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            state = cut / "multi" / "state.pt"
-            if state.exists() and load_payload(state, "mtl-edge-train-state")["epoch"] >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
+        while killed_at is None:
+            os.killpg(proc.pid, signal.SIGSTOP)  # frozen: nothing changes between the check and the kill
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert not (cut / "multi" / "model.pt").exists(), "the multi-task model finished before epoch 3 was seen"
+            epoch = load_payload(state, "mtl-edge-train-state")["epoch"] if state.exists() else -1
+            if epoch >= 2:  # epoch 3 (0-based 2) is saved
+                os.killpg(proc.pid, signal.SIGKILL)
+                killed_at = epoch
+            else:
+                os.killpg(proc.pid, signal.SIGCONT)
+                time.sleep(0.02)
     finally:
+        if proc.poll() is None and killed_at is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert 2 <= killed_at < 9
     assert not (cut / "metrics.json").exists() and not (cut / "multi" / "model.pt").exists()
     resumed = run_cli(*args, "--out", str(cut), "--resume")
     assert resumed.returncode == 0, resumed.stderr

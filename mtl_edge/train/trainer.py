@@ -211,8 +211,11 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
 
     if resume and state_path.exists():
         state = load_payload(state_path, STATE_FORMAT)
-        if state["train_config"] != cfg.to_json() or state["tasks"] != tasks:
-            raise MtlEdgeError(f"{state_path}: saved with another configuration or task set; cannot resume it")
+        saved, now = {**state["train_config"], "tasks": state["tasks"]}, {**cfg.to_json(), "tasks": tasks}
+        if saved != now:
+            diff = ", ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}"
+                             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
+            raise MtlEdgeError(f"{state_path}: saved with another configuration or task set ({diff}); cannot resume it")
         model.load_state_dict(state["model"])
         weighting.load_state_dict(state["weighting"])
         optimizer.load_state_dict(state["optimizer"])
