@@ -108,7 +108,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--min-runs", type=int, default=200)
     ap.add_argument("--min-secs", type=float, default=1.0)
-    ap.add_argument("--allow-busy", action="store_true", help="measure even when the 1-minute load is above 0.5")
+    ap.add_argument("--allow-busy", action="store_true",
+                    help="write a committed result even when the 1-minute load is above 0.5 (recorded)")
     ap.add_argument("--out", type=Path, help="also write the result JSON here")
     args = ap.parse_args()
 
@@ -117,10 +118,10 @@ def main() -> int:
     from mtl_edge import atomic
     from mtl_edge.bench import load_device
     from mtl_edge.bench.environment import local_environment
-    from mtl_edge.bench.load import gate, local_load
+    from mtl_edge.bench.load import gate, local_load, script_argv
     from mtl_edge.export.manifest import entries, read_manifest
 
-    started = gate(args.allow_busy, "coresident.py")
+    started = gate(args.allow_busy, "coresident.py", args.out)
     manifest = read_manifest(args.export)
     singles = [e for e in entries(manifest, fmt="onnx", precision=args.precision) if e["model"].startswith("single:")]
     paths = [str((args.export / e["path"]).resolve()) for e in singles]
@@ -157,7 +158,7 @@ def main() -> int:
         row["vs_alone"] = round(row["p50_ms"] / base, 3)
         row["min_vs_alone"] = round(row["min_round_p50_ms"] / base_min, 3)
     result = {
-        "benchmark": "coresident", "argv": [Path(sys.argv[0]).as_posix(), *sys.argv[1:]],
+        "benchmark": "coresident", "argv": script_argv(),
         "export": str(args.export), "precision": args.precision, "models": [e["model"] for e in singles],
         "model_bytes": [e["bytes"] for e in singles], "rounds": args.rounds, "min_runs": args.min_runs,
         "min_secs": args.min_secs, "configs": table, "wall_s": round(time.perf_counter() - t0, 1),

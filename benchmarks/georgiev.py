@@ -72,17 +72,20 @@ def main() -> int:
     ap.add_argument("--allow-busy", action="store_true",
                     help="measure even when the 1-minute load average is above 0.5 (recorded in the result)")
     args = ap.parse_args()
-    argv = [Path(sys.argv[0]).as_posix(), *sys.argv[1:]]  # as typed, from the repository root: no machine paths
+    from mtl_edge.bench.environment import local_environment
+    from mtl_edge.bench.load import gate, local_load, script_argv
 
-    from mtl_edge.bench.load import gate, local_load
-
-    started = gate(args.allow_busy, "georgiev.py")
+    argv = script_argv()  # as typed, from the repository root: no machine paths
+    env = local_environment()
+    cpu = re.sub(r"[^a-z0-9]+", "-", (env["cpu_model"] or "cpu").lower()).strip("-")
+    out = args.out or (Path(__file__).parent / "results" /
+                       f"georgiev-{platform.machine()}-{cpu}-{os.cpu_count()}cpu.json")
+    started = gate(args.allow_busy, "georgiev.py", out)
 
     import numpy as np
 
     from mtl_edge import atomic
     from mtl_edge.bench import bench, load_device
-    from mtl_edge.bench.environment import local_environment
     from mtl_edge.export.manifest import entries, read_manifest
 
     manifest = read_manifest(args.export)
@@ -110,8 +113,6 @@ def main() -> int:
         row["accuracy_single"] = {t: c.get(f"accuracy_single_{t}") for t in tasks}
         rows.append(row)
 
-    env = local_environment()
-    cpu = re.sub(r"[^a-z0-9]+", "-", (env["cpu_model"] or "cpu").lower()).strip("-")
     versions = {}
     for name in ("onnxruntime", "ai-edge-litert", "torch"):
         try:
@@ -141,8 +142,6 @@ def main() -> int:
         "machine": {"uname_m": platform.machine(), **env, "python": platform.python_version(),
                     "numpy": np.__version__, **versions},
     }
-    out = args.out or (Path(__file__).parent / "results" /
-                       f"georgiev-{platform.machine()}-{cpu}-{os.cpu_count()}cpu.json")
     atomic.write_json(out, result, sort_keys=False)
     print(f"Georgiev comparison of {args.export} on {env['cpu_model']} ({os.cpu_count()} CPUs, "
           f"{device.threads} thread, taskset {device.cpu_affinity or '-'}):\n")

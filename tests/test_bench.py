@@ -114,12 +114,37 @@ def test_load_fields_and_the_scripts_gate(monkeypatch, capsys):
     assert load_fields((0.1,) * 3, (1.8,) * 3, 60.0, 1)["busy"] is True
     assert load_fields(None, None, 1.0, 1)["busy"] is None  # a device without /proc/loadavg
     monkeypatch.setenv("MTL_EDGE_BUSY_LOAD", "-1")  # every machine is busy
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "x.json"
     with pytest.raises(SystemExit) as refused:
-        gate(False, "bench.py")
+        gate(False, "bench.py", committed)
     assert refused.value.code == 2 and "--allow-busy" in capsys.readouterr().err
-    fields = gate(True, "bench.py")
+    fields = gate(True, "bench.py", committed)
     assert fields["allow_busy"] is True and fields["busy"] is True and fields["busy_load_threshold"] == -1
     assert fields["load_1m_at_start"] >= 0
+    elsewhere = gate(False, "bench.py", Path("/tmp/x.json"))  # not a committed result: measured, marked busy
+    assert elsewhere["busy"] is True and elsewhere["allow_busy"] is False and "WARNING" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["features.py", "demo_corpus.py", "train_throughput.py", "harness_overhead.py",
+                                    "georgiev.py", "coresident.py"])
+def test_benchmark_scripts_refuse_a_committed_result_on_a_busy_machine(script, tmp_path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results"
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    export = tmp_path / "export"  # never read: the gate comes first
+    args = {"features.py": [], "demo_corpus.py": [], "train_throughput.py": ["--corpus", str(tmp_path / "c")],
+            "harness_overhead.py": [str(export)], "georgiev.py": ["--export", str(export)],
+            "coresident.py": [str(export)]}[script]
+    out = ["--results" if script == "demo_corpus.py" else "--out", str(results / f"never-{script}.json")]
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, *out], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MTL_EDGE_BUSY_LOAD": "-1"})
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "busy" in proc.stderr and "--allow-busy" in proc.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before  # nothing written
 
 
 def test_device_answers_are_checked_against_this_machine(benched, export_dir):

@@ -8,9 +8,9 @@ minute). A line is marked ``busy`` when the 1-minute load, less that estimate of
 share (``load_own_estimate``), is above ``BUSY_LOAD``: some other work shared the CPU, and the figure is
 suspect.
 
-The scripts under ``benchmarks/`` refuse to start (``gate``) when the 1-minute load is above
-``BUSY_LOAD`` (``MTL_EDGE_BUSY_LOAD`` overrides it), unless told to (``--allow-busy``, recorded in their
-result).
+The scripts under ``benchmarks/`` read the 1-minute load before they start (``gate``) and refuse to write a
+committed result (under ``benchmarks/results/``) when it is above ``BUSY_LOAD`` (``MTL_EDGE_BUSY_LOAD``
+overrides it), unless told to (``--allow-busy``, recorded in their result with the load and ``argv``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
 
 BUSY_LOAD = 0.5  # 1-minute load average above which a machine is not idle enough for a committed figure
 
@@ -58,21 +59,43 @@ def load_fields(before, after, elapsed_after_s: float, threads: int) -> dict:
     return out
 
 
-def gate(allow_busy: bool, what: str) -> dict:
-    """Before a benchmark script starts: its 1-minute load, refused (exit 2) above ``BUSY_LOAD`` unless ``allow_busy``.
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"  # the committed results
 
-    Returns the fields the script records in its result (``load_1m_at_start``, ``allow_busy``, ``busy``).
+
+def committed(out) -> bool:
+    """Whether ``out`` is a committed result (under the repository's ``benchmarks/results/``)."""
+    return out is not None and RESULTS in Path(out).resolve().parents
+
+
+def script_argv(argv: list[str] | None = None) -> list[str]:
+    """A benchmark script's command line as recorded in its result: the script relative to the working folder
+    (``benchmarks/x.py`` when run from the repository root), no path of this machine."""
+    argv = list(sys.argv if argv is None else argv)
+    script = Path(argv[0])
+    if script.is_absolute():
+        try:
+            script = script.relative_to(Path.cwd())
+        except ValueError:
+            script = Path("benchmarks") / script.name
+    return [script.as_posix(), *argv[1:]]
+
+
+def gate(allow_busy: bool, what: str, out=None) -> dict:
+    """Before a benchmark script starts: its 1-minute load. Above ``BUSY_LOAD`` it refuses (exit 2) to write a
+    committed result (``out`` under ``benchmarks/results/``) unless ``allow_busy``; otherwise it warns.
+
+    Returns the fields the script records in its result (``load_1m_at_start``, ``allow_busy``, ``busy``, ...).
     """
     threshold = float(os.environ.get("MTL_EDGE_BUSY_LOAD", BUSY_LOAD))
     one, five, fifteen = local_load()
     busy = one > threshold
-    if busy and not allow_busy:
+    if busy and committed(out) and not allow_busy:
         sys.stderr.write(f"{what}: the machine is busy (1-minute load average {one:.2f} > {threshold}); a figure "
-                         "measured now would not be the machine's. Wait until it is idle, or pass --allow-busy "
-                         "(recorded in the result)\n")
+                         f"measured now would not be the machine's, so {out} is not written. Wait until it is idle, "
+                         "or pass --allow-busy (recorded in the result)\n")
         raise SystemExit(2)
     if busy:
-        sys.stderr.write(f"WARNING: {what}: measuring on a busy machine (1-minute load {one:.2f} > {threshold}), "
-                         "--allow-busy given: the result records it\n")
+        sys.stderr.write(f"WARNING: {what}: measuring on a busy machine (1-minute load {one:.2f} > {threshold}); "
+                         "the result records it\n")
     return {"load_1m_at_start": one, "load_5m_at_start": five, "load_15m_at_start": fifteen,
             "busy_load_threshold": threshold, "allow_busy": bool(allow_busy), "busy": busy}
