@@ -1,6 +1,6 @@
 """Wall time to build the demo corpus, written to benchmarks/results/demo_corpus.json.
 
-Run: .venv/bin/python benchmarks/demo_corpus.py [--scale 1] [--workers 2] [--out DIR]
+Run: .venv/bin/python benchmarks/demo_corpus.py [--scale 1] [--workers 2] [--out DIR] [--results FILE] [--allow-busy]
 Without --out the corpus is built in a temporary folder and removed afterwards.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mtl_edge import atomic
 from mtl_edge.bench.environment import local_environment
+from mtl_edge.bench.load import gate, local_load, script_argv
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.data.describe import describe_corpus
 
@@ -28,7 +29,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="keep the corpus here (default: temporary)")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "demo_corpus.json")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="write a committed result even when the 1-minute load is above 0.5 (recorded)")
     args = parser.parse_args()
+    started_load = gate(args.allow_busy, "demo_corpus.py", args.results)
 
     folder = args.out or Path(tempfile.mkdtemp(prefix="mtl-edge-demo-bench-")) / "demo"
     try:
@@ -44,6 +48,8 @@ def main() -> None:
     audio_s = report["corpus"]["total_length_s"]
     record = {
         "benchmark": "demo_corpus_build",
+        "argv": script_argv(),
+        **started_load, "load_1m_at_end": local_load()[0],
         "scale": args.scale,
         "seed": args.seed,
         "workers": args.workers,

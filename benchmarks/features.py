@@ -7,6 +7,9 @@ Audio: 1 s clips of words spoken by espeak-ng (several voices and rates) and of 
 freedesktop sound-theme recordings, written as 16 kHz 16-bit WAV into a temporary corpus.
 
     .venv/bin/python benchmarks/features.py [--clips N] [--repeats R] [--out benchmarks/results/features.json]
+        [--allow-busy]
+
+Above a 1-minute load of 0.5 it refuses to write a result under benchmarks/results/ unless --allow-busy.
 """
 
 from __future__ import annotations
@@ -128,7 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clips", type=int, default=300, help="number of 1 s clips (default 300)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the best is kept")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON result here")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="write a committed result even when the 1-minute load is above 0.5 (recorded)")
     args = parser.parse_args(argv)
+
+    from mtl_edge.bench.load import gate, local_load, script_argv
+
+    started = gate(args.allow_busy, "features.py", args.out)
 
     from mtl_edge.data.audio import load_audio
     from mtl_edge.data.manifest import read_manifest
@@ -177,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "benchmark": "feature extraction throughput, one process, one thread",
+        "argv": script_argv(None if argv is None else [sys.argv[0], *argv]),
+        **started, "load_1m_at_end": local_load()[0],
         "clips": len(files),
         "clip_seconds": CLIP / 16000,
         "repeats": args.repeats,
@@ -191,8 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     text = json.dumps(report, indent=2, sort_keys=True) + "\n"
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        from mtl_edge import atomic
+
+        atomic.write_text(args.out, text)
     print(text, end="")
     return report
 

@@ -7,8 +7,8 @@ A corpus is built at ``--scale`` in a temporary folder; the same pair sweep (6 t
 (a local Ray instance, started and stopped inside the timed call, as a user without a cluster would
 run it), ``--workers`` runs at a time each, one after the other in this process. The two sweeps'
 ``results.csv`` must be byte-identical (same seeds, one torch thread per run), which is recorded.
-Refuses to run when the 1-minute load average is above 0.5 (a figure on a busy machine is not a
-figure) unless ``--allow-busy``, which is then recorded in the result.
+Refuses to write a committed result when the 1-minute load average is above 0.5 (a figure on a
+busy machine is not a figure) unless ``--allow-busy``, which is then recorded in the result.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from pathlib import Path
 
 from mtl_edge import atomic
 from mtl_edge.bench.environment import local_environment
+from mtl_edge.bench.load import gate, local_load, script_argv
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
 from mtl_edge.research.sweep import run_sweep
 from mtl_edge.train.trainer import TrainConfig
 
 TASKS = ["kws", "speaker", "scene", "event", "instrument", "gender"]
-BUSY_LOAD = 0.5
 
 
 def main() -> None:
@@ -44,10 +44,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "sweep_executors.json")
     args = parser.parse_args()
 
-    load_before = os.getloadavg()[0]
-    if load_before > BUSY_LOAD and not args.allow_busy:
-        sys.exit(f"the 1-minute load average is {load_before:.2f} (> {BUSY_LOAD}): wait for an idle machine, "
-                 f"or pass --allow-busy to record a figure taken on a busy one")
+    started_load = gate(args.allow_busy, "sweep_executors.py", args.results)
     cfg = TrainConfig(hidden=tuple(int(h) for h in args.hidden.split(",")), steps=args.steps)
     root = Path(tempfile.mkdtemp(prefix="mtl-edge-sweep-bench-"))
     rows = {}
@@ -55,12 +52,12 @@ def main() -> None:
         corpus = build_demo(DemoConfig(scale=args.scale, seed=0), root / "corpus", workers=2).folder
         for executor in ("local", "ray"):
             out = root / executor
-            loads = [os.getloadavg()[0]]
+            loads = [local_load()[0]]
             started, cpu = time.perf_counter(), os.times()
             result = run_sweep(corpus, TASKS, out, cfg, combos=["pairs"], seeds=args.seeds, executor=executor,
                                workers=args.workers, cache_dir=root / "cache")
             wall = time.perf_counter() - started
-            loads.append(os.getloadavg()[0])
+            loads.append(local_load()[0])
             after = os.times()
             rows[executor] = {
                 "runs": len(result.trained), "failed": len(result.failed), "wall_s": round(wall, 2),
@@ -79,11 +76,10 @@ def main() -> None:
         "executors": rows,
         "ray_vs_local_wall": round(rows["ray"]["wall_s"] / rows["local"]["wall_s"], 3),
         "results_identical": identical,
-        "busy_allowed": args.allow_busy,
-        "machine": {**local_environment(), "arch": platform.machine(), "python": platform.python_version(),
-                    "load_average_1m_before": round(load_before, 2), "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        **started_load, "load_1m_at_end": local_load()[0],
+        "machine": {**local_environment(), "arch": platform.machine(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": ["python", "benchmarks/sweep_executors.py", *sys.argv[1:]],
+        "argv": script_argv(),
     }
     atomic.write_json(args.results, record)
     print(json.dumps(record, indent=2))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from mtl_edge.bench.load import gate, local_load, script_argv
 from mtl_edge import atomic
 from mtl_edge.bench.environment import local_environment
 from mtl_edge.data.demo.builder import DemoConfig, build_demo
@@ -66,7 +67,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "train_throughput.json")
+    parser.add_argument("--allow-busy", action="store_true",
+                        help="write a committed result even when the 1-minute load is above 0.5 (recorded)")
     args = parser.parse_args()
+    started_load = gate(args.allow_busy, "train_throughput.py", args.out)
 
     torch.set_num_threads(args.threads)
     build_demo(DemoConfig(scale=args.scale), args.corpus)
@@ -89,6 +93,8 @@ def main() -> None:
     trainer_samples = n_samples * result.epochs_run
     record = {
         "benchmark": "train_throughput",
+        "argv": script_argv(),
+        **started_load, "load_1m_at_end": local_load()[0],
         "corpus_clips": int(len(data.features)),
         "tasks": tasks,
         "train_samples_per_epoch": n_samples,

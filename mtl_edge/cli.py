@@ -384,9 +384,16 @@ def bench(
     if load_device(device).emulated:
         typer.echo("NOTE: the device is EMULATED (qemu): its timings and memory are not performance figures.")
     listeners = [GeorgievTable(), *([Csv(csv)] if csv else [])]
-    result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision, compare=compare,
-                       results=results, resume=resume, min_runs=min_runs, min_secs=min_secs, max_secs=max_secs,
-                       timeout=timeout, allow_disagreement=allow_disagreement, listeners=listeners)
+    try:
+        result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision,
+                           compare=compare, results=results, resume=resume, min_runs=min_runs, min_secs=min_secs,
+                           max_secs=max_secs, timeout=timeout, allow_disagreement=allow_disagreement,
+                           listeners=listeners)
+    except KeyboardInterrupt:  # every finished line is whole and fsync'd; the runner in flight is stopped
+        where = results if results is not None else Path(export_dir) / "bench"
+        typer.echo(f"interrupted: the lines already written are kept in {where}; run the same command with --resume "
+                   "to finish", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"{len(result.measurements)} measurement(s), {len(result.compares)} comparison(s) written, "
                f"{result.skipped} skipped (resume) -> {', '.join(str(p) for p in result.results)}")
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mtl_edge.bench import bench, latency_stats, load_device, read_lines
+from mtl_edge.bench.environment import local_environment
 from mtl_edge.bench.transports import transport_for
 from mtl_edge.errors import MtlEdgeError
 
@@ -22,7 +23,9 @@ QUICK = dict(min_runs=20, min_secs=0.02, max_secs=2.0, warmup=2, progress=False)
 FIELDS = ("device", "machine", "emulated", "runtime", "runtime_version", "threads", "artefact_sha256", "format",
           "precision", "tasks", "init_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms",
           "max_ms", "window_p50_ms", "peak_rss_mb", "rss_after_import_mb", "delta_rss_mb", "model_bytes",
-          "temperature_c", "cpu_model", "cpu_governor", "cpu_freq_mhz", "runs", "mode")
+          "temperature_c", "cpu_model", "cpu_governor", "cpu_freq_mhz", "runs", "mode", "load_1m_before",
+          "load_5m_before", "load_15m_before", "load_1m_after", "load_5m_after", "load_15m_after", "load_own_estimate",
+          "busy")
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +72,79 @@ def test_measurement_lines_have_the_fields_and_sane_values(benched, export_dir):
         assert all(s in by_sha for s in shas)
         assert m["model_bytes"] == sum(by_sha[s]["bytes"] for s in shas)
         assert m["format"] == ("onnx" if m["runtime"] == "onnxruntime" else "tflite")
-        stats = latency_stats(m["latencies_ms"])
-        assert stats["p50_ms"] == pytest.approx(m["p50_ms"], abs=1e-4)
+        # the reported statistics against an independent computation from the stored latencies (numpy), and the
+        # latencies against the runner's own wall clock of the measuring loop
+        assert len(m["latencies_ms"]) == m["runs"]  # runs <= 2000 here: every latency is stored
+        for q in (50, 90, 99):
+            assert m[f"p{q}_ms"] == pytest.approx(np.percentile(m["latencies_ms"], q), abs=2e-5)
+        assert m["mean_ms"] == pytest.approx(np.mean(m["latencies_ms"]), abs=2e-5)
+        assert sum(m["latencies_ms"]) / 1e3 <= m["wall_s"] + 1e-3
     co = [m for m in lines if m["mode"] == "coresident"]
     assert len(co) == 2 and all(len(m["members"]) == len(TASKS) and sorted(m["tasks"]) == sorted(TASKS) for m in co)
+    # co-resident onnxruntime sessions share one process-wide thread pool, as a user sets them up
+    assert {m["runtime"]: m["thread_pool"] for m in co} == {"onnxruntime": "global", "litert": "per-session"}
+    assert all(m["thread_pool"] == "per-session" for m in lines if m["mode"] == "alone")
+
+
+def test_every_line_records_the_load_around_its_measurement(benched):
+    out, _ = benched
+    lines = [m for f in out.results for m in read_lines(f)]
+    measurements = [x for x in lines if x["kind"] == "measurement"]
+    for m in measurements:
+        for when in ("before", "after"):
+            assert all(isinstance(m[f"load_{k}m_{when}"], float) and m[f"load_{k}m_{when}"] >= 0 for k in (1, 5, 15))
+        assert 0 <= m["load_own_estimate"] <= m["threads"]
+        # busy: the higher 1-minute reading less the benchmark's own share is above 0.5
+        assert m["busy"] is (max(m["load_1m_before"], m["load_1m_after"]) - m["load_own_estimate"] > 0.5)
+    # the benchmark's own share grows with its running time (runner after runner)
+    times = [m["load_own_estimate"] for m in measurements if m["runtime"] == "onnxruntime"]
+    assert times == sorted(times) and times[-1] > times[0]
+    for c in (x for x in lines if x["kind"] == "compare"):
+        assert c["busy"] is any(m["busy"] for m in measurements if m["runtime"] == c["runtime"])
+
+
+def test_load_fields_and_the_scripts_gate(monkeypatch, capsys):
+    from mtl_edge.bench.load import gate, load_fields, own_load
+
+    assert own_load(0, 1) == 0 and own_load(60, 1) == pytest.approx(1 - np.exp(-1)) and own_load(600, 2) < 2
+    idle = load_fields((0.1, 0.2, 0.3), (0.4, 0.2, 0.3), 0.0, 1)
+    assert idle["busy"] is False and idle["load_1m_after"] == 0.4 and idle["load_15m_before"] == 0.3
+    # 1.0 after a minute of benchmarking is mostly the benchmark's own runner (at most 0.63); 1.8 is not
+    assert load_fields((0.1,) * 3, (1.0,) * 3, 60.0, 1)["busy"] is False
+    assert load_fields((0.1,) * 3, (1.8,) * 3, 60.0, 1)["busy"] is True
+    assert load_fields(None, None, 1.0, 1)["busy"] is None  # a device without /proc/loadavg
+    monkeypatch.setenv("MTL_EDGE_BUSY_LOAD", "-1")  # every machine is busy
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "x.json"
+    with pytest.raises(SystemExit) as refused:
+        gate(False, "bench.py", committed)
+    assert refused.value.code == 2 and "--allow-busy" in capsys.readouterr().err
+    fields = gate(True, "bench.py", committed)
+    assert fields["allow_busy"] is True and fields["busy"] is True and fields["busy_load_threshold"] == -1
+    assert fields["load_1m_at_start"] >= 0
+    elsewhere = gate(False, "bench.py", Path("/tmp/x.json"))  # not a committed result: measured, marked busy
+    assert elsewhere["busy"] is True and elsewhere["allow_busy"] is False and "WARNING" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["features.py", "demo_corpus.py", "train_throughput.py", "harness_overhead.py",
+                                    "georgiev.py", "coresident.py"])
+def test_benchmark_scripts_refuse_a_committed_result_on_a_busy_machine(script, tmp_path):
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    results = root / "benchmarks" / "results"
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    export = tmp_path / "export"  # never read: the gate comes first
+    args = {"features.py": [], "demo_corpus.py": [], "train_throughput.py": ["--corpus", str(tmp_path / "c")],
+            "harness_overhead.py": [str(export)], "georgiev.py": ["--export", str(export)],
+            "coresident.py": [str(export)]}[script]
+    out = ["--results" if script == "demo_corpus.py" else "--out", str(results / f"never-{script}.json")]
+    proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, *out], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MTL_EDGE_BUSY_LOAD": "-1"})
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "busy" in proc.stderr and "--allow-busy" in proc.stderr
+    assert {p.name: p.read_bytes() for p in results.iterdir()} == before  # nothing written
 
 
 def test_device_answers_are_checked_against_this_machine(benched, export_dir):
@@ -127,11 +199,22 @@ def test_compare_line_is_computed_from_the_measurements(benched, export_dir):
         for t in TASKS:
             assert c[f"accuracy_multi_{t}"] == entry["verification"]["tasks"][t]["accuracy"]
             assert f"accuracy_single_{t}" in c
-        fe = c["frontend_p50_ms"]
-        if fe is not None:  # the front-end counted once per model
-            n = len(singles)
-            assert c["runtime_ratio_with_frontend"] == pytest.approx(
-                (multi["p50_ms"] + fe) / (sum(s["p50_ms"] for s in singles) + n * fe), rel=1e-3)
+        # the feature front-end is measured (local corpus clips), once for the whole comparison
+        fe, fe_mb = c["frontend_p50_ms"], c["frontend_delta_rss_mb"]
+        assert fe is not None and fe > 0 and fe_mb is not None and fe_mb >= 0
+        s_p50, s_mb, n = sum(s["p50_ms"] for s in singles), sum(s["delta_rss_mb"] for s in singles), len(singles)
+        # headline: the singles of one config share one front-end, computed once (as a user deploys them)
+        assert c["runtime_ratio_shared_frontend"] == pytest.approx((multi["p50_ms"] + fe) / (s_p50 + fe), rel=1e-3)
+        assert c["memory_ratio_shared_frontend"] == pytest.approx(
+            (multi["delta_rss_mb"] + fe_mb) / (s_mb + fe_mb), rel=1e-3)
+        assert c["runtime_ratio_coresident_shared_frontend"] == pytest.approx(
+            (multi["p50_ms"] + fe) / (co["p50_ms"] + fe), rel=1e-3)
+        # the named variant: one front-end per single-task model
+        assert c["runtime_ratio_frontend_per_model"] == pytest.approx(
+            (multi["p50_ms"] + fe) / (s_p50 + n * fe), rel=1e-3)
+        assert c["memory_ratio_frontend_per_model"] == pytest.approx(
+            (multi["delta_rss_mb"] + fe_mb) / (s_mb + n * fe_mb), rel=1e-3)
+        assert c["runtime_ratio_frontend_per_model"] < c["runtime_ratio_shared_frontend"]
 
 
 def test_resume_skips_what_is_already_written(benched, export_dir, tmp_path):
@@ -147,6 +230,91 @@ def test_resume_skips_what_is_already_written(benched, export_dir, tmp_path):
     more = bench(export_dir, "desktop", runtime="onnxruntime", precisions="fp32", results=copy, resume=True,
                  **{**QUICK, "min_runs": 21})
     assert len(more.measurements) == 1 + len(TASKS) and more.skipped == 0
+
+
+class _InterruptAfter:
+    """A listener that interrupts the benchmark (as Ctrl-C would) once ``n`` measurement lines are written."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def record(self, results_file, record) -> None:
+        if record.kind == "measurement":
+            self.seen += 1
+            if self.seen == self.n:
+                raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_bench_interrupted_part_way_is_finished_by_resume(export_dir, tmp_path):
+    results = tmp_path / "results"
+    args = dict(runtime="onnxruntime", precisions="fp32", compare="single", results=results, **QUICK)
+    with pytest.raises(KeyboardInterrupt):  # after the multi-task model and the first single-task model
+        bench(export_dir, "desktop", listeners=[_InterruptAfter(2)], **args)
+    old = read_lines(results / "desktop-onnxruntime.jsonl")
+    assert [(m["kind"], m["model"]) for m in old] == [("measurement", "multi"), ("measurement", "single:kws")]
+    again = bench(export_dir, "desktop", resume=True, **args)
+    assert again.skipped == 2
+    assert [m["model"] for m in again.measurements] == [f"single:{t}" for t in TASKS[1:]] + ["+".join(
+        f"single:{t}" for t in TASKS)]
+    lines = read_lines(results / "desktop-onnxruntime.jsonl")
+    assert lines[:2] == old and len(lines) == 2 + len(again.measurements) + 1  # nothing measured twice
+    (c,) = [line for line in lines if line["kind"] == "compare"]
+    by_model = {m["model"]: m for m in lines if m["kind"] == "measurement" and m["mode"] == "alone"}
+    # the comparison is built from the lines of both calls: the old multi and kws lines, the new others
+    assert c["multi_p50_ms"] == old[0]["p50_ms"] and c["multi_delta_rss_mb"] == old[0]["delta_rss_mb"]
+    assert c["single_p50_sum_ms"] == pytest.approx(sum(by_model[f"single:{t}"]["p50_ms"] for t in TASKS), abs=1e-5)
+    assert by_model["single:kws"] == old[1] and by_model["single:speaker"]["time"] >= old[1]["time"]
+    assert c["runtime_ratio"] == pytest.approx(old[0]["p50_ms"] / c["single_p50_sum_ms"], rel=1e-3)
+
+
+WRAPPER = """#!/bin/sh
+# the runner's interpreter: the first time runner number {n} starts, Ctrl-C the benchmark's process group (the
+# terminal's SIGINT: the bench process and this runner), at a known point instead of a time
+count=$(cat "{state}/count" 2>/dev/null || echo 0); count=$((count + 1)); echo $count > "{state}/count"
+if [ "$count" = "{n}" ] && [ ! -e "{state}/interrupted" ]; then
+    : > "{state}/interrupted"
+    kill -INT 0
+    sleep 60
+fi
+exec "{python}" "$@"
+"""
+
+
+def test_sigint_to_bench_leaves_whole_lines_and_resume_finishes(export_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    state = tmp_path / "state"
+    state.mkdir()
+    wrapper = tmp_path / "python"
+    wrapper.write_text(WRAPPER.format(n=3, state=state, python=sys.executable))
+    wrapper.chmod(0o755)
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "mtl_edge", "bench", str(export_dir), "--device", str(_device(tmp_path, str(wrapper))),
+            "--runtime", "onnxruntime", "--precision", "fp32", "--compare", "single", "--results", str(results),
+            "--min-runs", "20", "--min-secs", "0.02", "--max-secs", "2"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert (state / "interrupted").exists()
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted" in proc.stderr and "--resume" in proc.stderr
+    data = (results / "box-onnxruntime.jsonl").read_bytes()
+    assert data.endswith(b"\n")  # nothing half-written: every line whole
+    lines = [json.loads(x) for x in data.decode().splitlines()]
+    assert [m["model"] for m in lines] == ["multi", "single:kws"]  # runner 3 was interrupted before its line
+    assert not [p for p in results.iterdir() if p.name != "box-onnxruntime.jsonl"]  # no temporary files
+    # the runner's work folder keeps no job file of the interrupted runner
+    assert not list((tmp_path / "work").glob("job-*.json"))
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{len(TASKS)} measurement(s), 1 comparison(s) written, 2 skipped (resume)" in done.stdout
+    final = read_lines(results / "box-onnxruntime.jsonl")
+    assert final[:2] == lines and [m["kind"] for m in final].count("compare") == 1
+    keys = [(m["mode"], m["artefact_sha256"]) for m in final if m["kind"] == "measurement"]
+    assert len(keys) == len(set(keys)) == 1 + len(TASKS) + 1
 
 
 def test_a_tampered_artefact_is_refused_and_earlier_lines_are_kept(export_dir, tmp_path):
@@ -264,7 +432,16 @@ def test_report_renders_markdown_and_png(benched, tmp_path):
     _, results = benched
     report = render_report([results], tmp_path / "report")
     text = report.markdown.read_text()
-    assert "runtime_ratio" in text and "memory_ratio" in text and "AMD" in text or "cpu_model" in text
+    cpu_model = local_environment()["cpu_model"]
+    assert cpu_model and f"cpu_model={cpu_model}," in text  # the machine the lines were measured on
+    georgiev = text[text.index("## Multi-task model vs the single-task models"):text.index("### Per-task accuracy")]
+    header = next(line for line in georgiev.splitlines() if line.startswith("| device |"))
+    for column in ("runtime_ratio_shared_frontend", "memory_ratio_shared_frontend", "runtime_ratio",
+                   "runtime_ratio_coresident", "memory_ratio", "runtime_ratio_frontend_per_model"):
+        assert f" {column} |" in header, column
+    # the headline (shared front-end) columns come before the model-only and per-model variants
+    assert header.index("runtime_ratio_shared_frontend") < header.index(" runtime_ratio |")
+    assert header.index(" runtime_ratio |") < header.index("runtime_ratio_frontend_per_model")
     assert report.compares == 2 and report.measurements == 12
     assert {p.name for p in report.images} == {"latency.png", "compare.png", "pareto.png"}
     for p in report.images:

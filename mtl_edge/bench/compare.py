@@ -1,5 +1,10 @@
 """The Georgiev et al. comparison line (multi-task model against the sum of the single-task models) and the
-feature front-end measured once for it (``*_with_frontend`` fields).
+feature front-end measured once for it.
+
+Single-task models trained from one config take the same feature vector, so a user computes the front-end
+once and feeds every model: ``*_shared_frontend`` (the headline ratios) count it once on each side;
+``*_frontend_per_model`` (the named variant: each single-task model deployed with its own front-end) count
+it once per single-task model.
 """
 
 from __future__ import annotations
@@ -26,6 +31,30 @@ def now() -> str:
 
 def _ratio(a, b):
     return None if a is None or b is None or b == 0 else round(a / b, 4)
+
+
+def _busy(lines: list[dict]):
+    """True when any measurement the comparison is built from was taken on a busy device (None: not known)."""
+    flags = [line.get("busy") for line in lines]
+    return True if any(flags) else (None if any(f is None for f in flags) else False)
+
+
+def _frontend_ratios(multi: dict, s_p50: float, s_delta: float | None, coresident: dict | None, n: int,
+                     fe: dict | None) -> dict:
+    """The ratios with the feature front-end's cost: shared (computed once for all models of one feature
+    config, as a user deploys them: the headline) and once per single-task model (the named variant)."""
+    fe_ms = fe["p50_ms"] if fe else None
+    fe_mb = fe["delta_rss_mb"] if fe else None
+    m_mb = multi["delta_rss_mb"]
+    memory = fe_mb is not None and s_delta is not None and m_mb is not None
+    return {
+        "runtime_ratio_shared_frontend": _ratio(multi["p50_ms"] + fe_ms, s_p50 + fe_ms) if fe else None,
+        "runtime_ratio_coresident_shared_frontend": (_ratio(multi["p50_ms"] + fe_ms, coresident["p50_ms"] + fe_ms)
+                                                     if fe and coresident else None),
+        "memory_ratio_shared_frontend": _ratio(m_mb + fe_mb, s_delta + fe_mb) if memory else None,
+        "runtime_ratio_frontend_per_model": _ratio(multi["p50_ms"] + fe_ms, s_p50 + n * fe_ms) if fe else None,
+        "memory_ratio_frontend_per_model": _ratio(m_mb + fe_mb, s_delta + n * fe_mb) if memory else None,
+    }
 
 
 def compare_record(multi: dict, singles: list[dict], coresident: dict | None, multi_entry: dict,
@@ -60,10 +89,8 @@ def compare_record(multi: dict, singles: list[dict], coresident: dict | None, mu
         multi_model_bytes=multi["model_bytes"], single_model_bytes_sum=s_bytes,
         size_ratio=_ratio(multi["model_bytes"], s_bytes),
         frontend_p50_ms=fe["p50_ms"] if fe else None, frontend_delta_rss_mb=fe["delta_rss_mb"] if fe else None,
-        runtime_ratio_with_frontend=(_ratio(multi["p50_ms"] + fe["p50_ms"], s_p50 + n * fe["p50_ms"])
-                                     if fe else None),
-        memory_ratio_with_frontend=(_ratio(multi["delta_rss_mb"] + fe["delta_rss_mb"], s_delta + n * fe["delta_rss_mb"])
-                                    if fe and s_delta is not None and multi["delta_rss_mb"] is not None else None),
+        **_frontend_ratios(multi, s_p50, s_delta, coresident, n, fe),
+        busy=_busy([multi, *singles, *([coresident] if coresident else [])]),
         multi_status=multi_entry.get("status"), single_status=sorted({e.get("status") for e in single_entries}),
         accuracy=accuracy, cpu_model=multi.get("cpu_model"), cpu_governor=multi.get("cpu_governor"),
         cpu_freq_mhz=multi.get("cpu_freq_mhz"), temperature_c=multi.get("temperature_c"),

@@ -1,4 +1,4 @@
-"""Facts about the machine a benchmark ran on: CPU, governor, frequency, temperature.
+"""Facts about the machine a benchmark ran on: CPU, governor, frequency, temperature, load averages.
 
 The same parser serves every device: the local machine's files are read directly, a remote
 device runs ``PROBE_SCRIPT`` (a fixed POSIX sh script, no user input in it) and its sectioned output
@@ -32,6 +32,8 @@ TEMPERATURE_SCRIPT = "; ".join(
     f"echo '{SECTION}{name}'; {command} 2>/dev/null"
     for name, command in (("temps", "cat /sys/class/thermal/thermal_zone*/temp"),
                           ("vcgencmd_temp", "vcgencmd measure_temp"))) + "; true"
+# read before and after every measurement: temperature and load averages in one round trip
+CONDITIONS_SCRIPT = TEMPERATURE_SCRIPT.removesuffix("; true") + f"; echo '{SECTION}loadavg'; cat /proc/loadavg 2>/dev/null; true"
 
 
 def parse_probe(text: str) -> dict[str, str]:
@@ -92,6 +94,13 @@ def temperature_from(sections: dict[str, str]) -> float | None:
     """The hottest thermal zone (or vcgencmd's reading) from a ``TEMPERATURE_SCRIPT`` output."""
     facts = environment_from(sections)
     return facts["temperature_c"] if facts["temperature_c"] is not None else facts["vcgencmd_temperature_c"]
+
+
+def conditions_from(sections: dict[str, str]) -> dict:
+    """Temperature and (1m, 5m, 15m) load averages from a ``CONDITIONS_SCRIPT`` output (None where not exposed)."""
+    from mtl_edge.bench.load import parse_loadavg
+
+    return {"temperature_c": temperature_from(sections), "load": parse_loadavg(sections.get("loadavg"))}
 
 
 def _read(path: str | Path) -> str:

@@ -1,7 +1,8 @@
 """Measure the feature front-end (``mtl_edge.features.logmel.extract`` on one clip) in its own process.
 
 The exported graphs take the clip-level feature vector, so the front-end's cost is paid once per
-model that runs on its own (``*_with_frontend`` fields of the compare line). Run as::
+model that runs on its own and once for models that share it (``*_shared_frontend`` and
+``*_frontend_per_model`` fields of the compare line). Run as::
 
     python -m mtl_edge.bench.frontend JOB.json
 

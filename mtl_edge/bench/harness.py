@@ -18,6 +18,7 @@ device and settings; a torn last line is redone.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +30,7 @@ from mtl_edge.bench.compare import compare_record, measure_frontend, megabytes, 
 from mtl_edge.bench.compare import now as _now
 from mtl_edge.bench.devices import Device, load_device
 from mtl_edge.bench.inputs import input_name, testset_inputs
+from mtl_edge.bench.load import load_fields
 from mtl_edge.bench.records import Compare, Measurement
 from mtl_edge.bench.results import JsonLines, Listener, read_lines
 from mtl_edge.bench.session import Session, check_artefact, label as _label
@@ -193,6 +195,7 @@ class _Bench:
         self.out = BenchResult()
         self._frontend: dict = {}
         self._sent_inputs: dict[str, str] = {}
+        self.started = time.monotonic()  # the benchmark's own share of the device's load grows from here
 
     def _inputs(self, name: str) -> str:
         """The test clips as input ``name`` takes them, sent to the device once per bench call."""
@@ -262,9 +265,14 @@ class _Bench:
                              for a, p in zip(arts, paths)]}
         limit = (cfg.timeout if cfg.timeout is not None else
                  60 + 30 * len(arts) + 2 * cfg.max_secs + 0.5 * cfg.warmup)
-        temperature_before = session.temperature(label, results_file)
+        before = session.conditions(label, results_file)
         report = session.run(None, job, label, results_file, limit)
-        temperature_after = session.temperature(label, results_file)
+        after = session.conditions(label, results_file)
+        load = load_fields(before["load"], after["load"], time.monotonic() - self.started, cfg.threads)
+        if load["busy"]:
+            self.log(f"WARNING: the device was busy during {mode} {names} {fmt} {arts[0]['precision']} (1-minute load "
+                     f"{load['load_1m_before']} before, {load['load_1m_after']} after; this benchmark's own share is "
+                     f"at most {load['load_own_estimate']}): the line is marked busy=true")
         answers = self.checker.compare(arts, report["predictions"]) if self.checker and "predictions" in report else {}
         if answers.get("answers_status") == "disagrees":
             self.log(f"WARNING: {'+'.join(a['path'] for a in arts)} answers differently on device {cfg.device.name} "
@@ -272,7 +280,7 @@ class _Bench:
         times = report["total"]["times_ms"]
         if len(times) > MAX_STORED_LATENCIES:  # evenly spaced samples keep the distribution, not the file size
             times = [times[int(i * len(times) / MAX_STORED_LATENCIES)] for i in range(MAX_STORED_LATENCIES)]
-        before, after = report["rss_after_import_kb"], report["peak_rss_kb"]
+        rss_before, rss_after = report["rss_after_import_kb"], report["peak_rss_kb"]
         record = Measurement(
             time=_now(), **settings, mode=mode, transport=cfg.device.transport, machine=report["machine"],
             emulated=cfg.device.emulated, runtime_version=report["runtime_version"], model=names,
@@ -284,11 +292,12 @@ class _Bench:
             stats={k: (rounded(v, 5) if k.endswith("_ms") else v) for k, v in report["total"].items()
                    if k != "times_ms"},
             wall_s=rounded(report["wall_s"], 3), capped=report["capped"], clips=report["clips"],
-            rss_after_import_mb=megabytes(before), peak_rss_mb=megabytes(after),
-            delta_rss_mb=megabytes(after - before) if after is not None and before is not None else None,
-            hwm_reset=report["hwm_reset"], environment=self.env, temperature_before_c=temperature_before,
-            temperature_c=temperature_after, python_version=report["python"], numpy_version=report["numpy_version"],
-            export=str(cfg.export.resolve()),
+            rss_after_import_mb=megabytes(rss_before), peak_rss_mb=megabytes(rss_after),
+            delta_rss_mb=(megabytes(rss_after - rss_before) if rss_after is not None and rss_before is not None
+                          else None),
+            hwm_reset=report["hwm_reset"], environment=self.env, temperature_before_c=before["temperature_c"],
+            temperature_c=after["temperature_c"], load=load, python_version=report["python"], numpy_version=report["numpy_version"],
+            export=str(cfg.export.resolve()), thread_pool=report.get("thread_pool"),
             members=[{"model": m["name"], "init_ms": rounded(m["init_ms"]), "first_ms": rounded(m["first_ms"]),
                       "p50_ms": rounded(m["p50_ms"], 5), "p90_ms": rounded(m["p90_ms"], 5)}
                      for m in report["artefacts"]] if len(arts) > 1 else None,

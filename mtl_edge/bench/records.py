@@ -35,8 +35,8 @@ class Measurement(_Line):
     """One runner process: one artefact (``alone``) or several back to back (``coresident``)."""
 
     kind: ClassVar[str] = "measurement"
-    _spliced: ClassVar[tuple[str, ...]] = ("stats", "environment", "answers")
-    _optional: ClassVar[tuple[str, ...]] = ("members",)
+    _spliced: ClassVar[tuple[str, ...]] = ("stats", "environment", "load", "answers")
+    _optional: ClassVar[tuple[str, ...]] = ("members", "thread_pool")
 
     time: str
     device: str
@@ -74,9 +74,11 @@ class Measurement(_Line):
     environment: dict  # the transport's device facts (cpu_model, governor, ...)
     temperature_before_c: float | None
     temperature_c: float | None
+    load: dict  # load_{1,5,15}m_{before,after}, load_own_estimate, busy (``bench.load.load_fields``)
     python_version: str
     numpy_version: str
     export: str
+    thread_pool: str | None = None  # "per-session" or the runtime's shared pool of co-resident models ("global")
     members: list[dict] | None = None  # co-resident: each artefact's own init / first / p50 / p90
     answers: dict = field(default_factory=dict)  # answers_* fields (``bench.answers``)
     latencies_ms: list[float] = field(default_factory=list)
@@ -117,8 +119,12 @@ class Compare(_Line):
     size_ratio: float | None
     frontend_p50_ms: float | None
     frontend_delta_rss_mb: float | None
-    runtime_ratio_with_frontend: float | None
-    memory_ratio_with_frontend: float | None
+    runtime_ratio_shared_frontend: float | None  # headline: one front-end on each side
+    runtime_ratio_coresident_shared_frontend: float | None
+    memory_ratio_shared_frontend: float | None
+    runtime_ratio_frontend_per_model: float | None  # variant: one front-end per single-task model
+    memory_ratio_frontend_per_model: float | None
+    busy: bool | None  # any of its measurements taken on a busy device (``bench.load``)
     multi_status: str | None
     single_status: list
     accuracy: dict  # accuracy_multi_<task>, accuracy_single_<task> from the export's verification

@@ -71,6 +71,15 @@ class Session:
         except MtlEdgeError as exc:
             raise MtlEdgeError(f"{label}: {exc}; measurements already written are kept in {results}") from None
 
+    def conditions(self, label: str, results: Path) -> dict:
+        """The device's temperature and load averages now (``{"temperature_c", "load"}``, None where not exposed)."""
+        try:
+            if hasattr(self.transport, "conditions"):
+                return self.transport.conditions()
+            return {"temperature_c": self.transport.temperature(), "load": None}
+        except MtlEdgeError as exc:
+            raise MtlEdgeError(f"{label}: {exc}; measurements already written are kept in {results}") from None
+
     def run(self, argv_prefix: list[str] | None, job: dict, label: str, results: Path, timeout: float) -> dict:
         """Run the runner (or ``argv_prefix`` + the job file) on ``job``; its parsed report."""
         job_hash = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]

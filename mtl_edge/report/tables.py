@@ -141,13 +141,18 @@ def print_georgiev(compares: list[dict]) -> None:
 
     from mtl_edge.progress import stdout_console
 
-    table = Table(title="multi-task model / sum of single-task models (lower is better)")
-    for column in ("runtime", "precision", "runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
+    from mtl_edge.report import ratio
+
+    keys = ("runtime_ratio_shared_frontend", "memory_ratio_shared_frontend", "runtime_ratio_coresident_shared_frontend",
+            "runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "runtime_ratio_frontend_per_model")
+    table = Table(title="multi-task model / sum of single-task models (lower is better; *_shared_frontend: one "
+                        "feature front-end on each side, as deployed)")
+    for column in ("runtime", "precision", *keys):
         table.add_column(column, justify="right" if "ratio" in column else "left")
     for line in compares:
         cells = [str(line.get("runtime")), str(line.get("precision"))]
-        for key in ("runtime_ratio", "runtime_ratio_coresident", "memory_ratio", "memory_ratio_peak"):
-            value = line.get(key)
+        for key in keys:
+            value = ratio(line, key)
             cells.append("-" if value is None else f"{value:.3f}")
         table.add_row(*cells)
     stdout_console().print(table)

@@ -8,7 +8,10 @@ benchmark can ship it to a device without mtl_edge (beside ``runner.py``). Its c
   fixed batch size, or None), ``prepare(inputs) -> feed`` (``inputs`` = ``{input name: array}``; the
   conversions a timer must not see), ``call(feed) -> raw`` (the inference, what the runner times) and
   ``named(raw) -> {output name: array}``;
-- optionally ``configure(threads)``: process-wide settings, called by the runner only.
+- optionally ``configure(threads)``: process-wide settings, called by the runner only;
+- optionally ``share_threads(threads) -> str``: called by the runner before loading several co-resident
+  models in one process, so they share one thread pool as a user would set them up (onnxruntime: the
+  global thread pool); the returned name is recorded as the measurement's ``thread_pool``.
 
 A shipped module knows nothing of mtl_edge: it raises ``NotImplementedError`` for what it cannot take,
 and ``load`` here maps that (and a missing runtime package) to ``mtl_edge.errors.Unsupported``.

@@ -12,8 +12,24 @@ def version(**options) -> str:
     return onnxruntime.__version__
 
 
+_SHARED_POOL = False  # set by share_threads(): every session of this process uses one global thread pool
+
+
+def share_threads(threads: int) -> str:
+    """Several sessions in one process (co-resident models), as a user deploys them: one process-wide thread pool
+    of ``threads`` intra-op threads instead of one pool per session (onnxruntime's advice for many sessions).
+    Called by the runner before the first session; returns how the sessions' threads are set up."""
+    global _SHARED_POOL
+    import onnxruntime as ort
+
+    ort.set_global_thread_pool_sizes(threads, 1)
+    _SHARED_POOL = True
+    return "global"
+
+
 class Model:
-    """One InferenceSession with ``threads`` intra-op threads and one inter-op thread."""
+    """One InferenceSession with ``threads`` intra-op threads and one inter-op thread (its own pool, or the
+    process-wide one after ``share_threads``)."""
 
     batch = None  # any batch size
 
@@ -21,8 +37,11 @@ class Model:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
+        if _SHARED_POOL:
+            opts.use_per_session_threads = False
+        else:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

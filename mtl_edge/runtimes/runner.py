@@ -46,7 +46,7 @@ import sys
 import time
 
 END_MARKER = "MTL-EDGE-RUNNER-END"
-RUNNER_VERSION = 2
+RUNNER_VERSION = 3
 
 
 def _step(step: str, name: str = "-") -> None:
@@ -162,6 +162,9 @@ def run_job(job: dict) -> dict:
     runtime_version = rt.version(**options)
     if hasattr(rt, "configure"):
         rt.configure(threads)
+    thread_pool = "per-session"
+    if len(job["artefacts"]) > 1 and hasattr(rt, "share_threads"):  # co-resident: the runtime's shared pool
+        thread_pool = rt.share_threads(threads)
     import_ms = (time.perf_counter_ns() - t0) / 1e6
     hwm_reset = _reset_hwm()
     after_import = _status_kb()
@@ -253,6 +256,7 @@ def run_job(job: dict) -> dict:
         "numpy_version": np.__version__,
         "pid": os.getpid(),
         "threads": threads,
+        "thread_pool": thread_pool,
         "clips": n_rows,
         "import_ms": import_ms,
         "hwm_reset": hwm_reset,

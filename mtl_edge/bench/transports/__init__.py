@@ -100,6 +100,8 @@ class Transport(Protocol):
 
     def temperature(self) -> float | None: ...
 
+    def conditions(self) -> dict: ...  # {"temperature_c": float | None, "load": (1m, 5m, 15m) | None}
+
     def close(self) -> None: ...
 
 

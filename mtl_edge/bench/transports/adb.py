@@ -374,5 +374,14 @@ class AdbTransport:
             return None
         return temperature_from(parse_probe(done.stdout))
 
+    def conditions(self) -> dict:
+        from mtl_edge.bench.environment import CONDITIONS_SCRIPT, conditions_from, parse_probe
+
+        try:
+            done = self._shell(CONDITIONS_SCRIPT, "read the temperature and load", timeout=60)
+        except MtlEdgeError:
+            return {"temperature_c": None, "load": None}
+        return conditions_from(parse_probe(done.stdout))
+
     def close(self) -> None:
         pass

@@ -57,5 +57,11 @@ class LocalTransport:
 
         return local_environment()["temperature_c"]
 
+    def conditions(self) -> dict:
+        from mtl_edge.bench.environment import local_environment
+        from mtl_edge.bench.load import local_load
+
+        return {"temperature_c": local_environment()["temperature_c"], "load": local_load()}
+
     def close(self) -> None:
         pass

@@ -458,6 +458,12 @@ class SshTransport:
         proc = self._exec(_sh(TEMPERATURE_SCRIPT), COMMAND_TIMEOUT, "read temperature")
         return temperature_from(parse_probe(proc.stdout))
 
+    def conditions(self) -> dict:
+        from mtl_edge.bench.environment import CONDITIONS_SCRIPT, conditions_from, parse_probe
+
+        proc = self._exec(_sh(CONDITIONS_SCRIPT), COMMAND_TIMEOUT, "read temperature and load")
+        return conditions_from(parse_probe(proc.stdout))
+
     def close(self) -> None:
         sftp, client, self._sftp, self._client = self._sftp, self._client, None, None
         for thing in (sftp, client):
