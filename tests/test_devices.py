@@ -99,15 +99,18 @@ def test_the_cli_turns_a_bad_profile_into_exit_1_with_the_message(tmp_path):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.xfail(strict=True, reason="bug in mtl_edge/bench/devices.py and transports/ssh.py (not this branch's "
-                                       "to edit): flags are read with bool(), so the string \"false\" is true")
 @pytest.mark.parametrize("flag", ["emulated", "template"])
 def test_a_flag_given_as_a_string_is_refused(tmp_path, flag):
-    """Refused with a message naming the field, or read as what it says: either is fine, true is not."""
+    """The string "false" is not false: a quoted flag is refused naming the field."""
     path = _profile(tmp_path, _fields(**LOCAL, **{flag: "false"}))
-    try:
-        device = load_device(path)
-    except MtlEdgeError as exc:
-        assert flag in str(exc)
-        return
-    assert getattr(device, flag) is False
+    with pytest.raises(MtlEdgeError, match=rf"{flag} must be true or false \(a TOML boolean, unquoted\), not 'false'"):
+        load_device(path)
+
+
+@pytest.mark.parametrize("flag", ["accept_unknown_host", "allow_agent", "look_for_keys"])
+def test_an_ssh_flag_given_as_a_string_is_refused(tmp_path, flag):
+    """accept_unknown_host = "false" must not trust unknown host keys: refused before connecting."""
+    base = dict(name="pi", transport="ssh", workdir="/home/pi/w", python="/usr/bin/python3", host="127.0.0.1")
+    path = _profile(tmp_path, _fields(**base, **{flag: "false"}))
+    with pytest.raises(MtlEdgeError, match=rf"^device pi: {flag} must be true or false"):
+        transport_for(load_device(path))

@@ -45,6 +45,14 @@ def known_devices() -> list[str]:
     return sorted({p.stem for folder in device_folders() for p in folder.glob("*.toml")})
 
 
+def profile_flag(data: dict, key: str, where: str) -> bool:
+    """A yes/no field of a profile: a TOML boolean, nothing else (the string "false" is not false)."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise MtlEdgeError(f"{where}: {key} must be true or false (a TOML boolean, unquoted), not {value!r}")
+    return value
+
+
 def load_device(name_or_path: str | Path) -> Device:
     """The profile called ``name_or_path`` (``devices/<name>.toml``) or in the TOML file at that path."""
     text = str(name_or_path)
@@ -73,6 +81,6 @@ def load_device(name_or_path: str | Path) -> Device:
         affinity = ",".join(str(c) for c in affinity)
     return Device(name=str(data.get("name") or path.stem), transport=data["transport"], workdir=data["workdir"],
                   python=str(data.get("python") or ""), runtime=str(data.get("runtime") or "onnxruntime"),
-                  cpu_affinity=str(affinity), threads=threads, emulated=bool(data.get("emulated", False)),
-                  template=bool(data.get("template", False)), path=path,
+                  cpu_affinity=str(affinity), threads=threads, emulated=profile_flag(data, "emulated", str(path)),
+                  template=profile_flag(data, "template", str(path)), path=path,
                   extra={k: v for k, v in data.items() if k not in known and k != "name"})

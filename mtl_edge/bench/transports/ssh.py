@@ -40,6 +40,7 @@ from pathlib import Path
 
 import paramiko
 
+from mtl_edge.bench.devices import profile_flag
 from mtl_edge.bench.transports import FileDigests, RunnerTimeout, shell_assignments
 from mtl_edge.errors import MtlEdgeError
 
@@ -112,9 +113,10 @@ class SshTransport:
         key = extra.get("key")
         self.key = Path(os.path.expanduser(str(key))) if key else None
         self.known_hosts = Path(os.path.expanduser(str(extra.get("known_hosts") or "~/.ssh/known_hosts")))
-        self.accept_unknown = bool(extra.get("accept_unknown_host", False))
-        self.allow_agent = bool(extra.get("allow_agent", False))
-        self.look_for_keys = bool(extra.get("look_for_keys", False))
+        where = f"device {device.name}"
+        self.accept_unknown = profile_flag(extra, "accept_unknown_host", where)
+        self.allow_agent = profile_flag(extra, "allow_agent", where)
+        self.look_for_keys = profile_flag(extra, "look_for_keys", where)
         self.python = device.python or "python3"
         self.where = f"device {device.name} ({self.user}@{self.host}:{self.port})"
         self.dead_after = 3 * self.keepalive
