@@ -208,12 +208,11 @@ def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_p
     assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
 
 
-def default_sigint() -> None:
-    """In the child before exec: SIGINT back to its default, so that Python raises KeyboardInterrupt
-    even when this test runs where SIGINT is ignored (a background job of a non-interactive shell)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+# `python -m mtl_edge` with SIGINT raising KeyboardInterrupt even where this test runs with SIGINT
+# ignored (a background job of a non-interactive shell: the ignore is inherited). Set in the child's
+# Python, not in a preexec_fn (a fork of this multithreaded process may deadlock).
+CTRL_C_ABLE = ["-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                     "runpy.run_module('mtl_edge', run_name='__main__', alter_sys=True)"]
 
 
 def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
@@ -230,9 +229,9 @@ def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
 
     out = tmp_path / "cut"
     args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "150", "--hidden", "128,128,128"]
-    proc = subprocess.Popen([sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+    proc = subprocess.Popen([sys.executable, *CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args,
                              "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=default_sigint)
+                            start_new_session=True)
     first, second = out / "runs/scene/seed0", out / "runs/scene/seed1"
     try:
         deadline = time.time() + 600  # the sweep builds the feature cache first: minutes on a loaded machine
@@ -441,10 +440,9 @@ def test_ctrl_c_on_ray_cancels_the_runs_in_flight_and_a_rerun_finishes(tiny, ray
     out = tmp_path / "cut"
     run = out / "runs/scene/seed0"
     args = ["--tasks", "scene", "--combos", "singles", "--seeds", "1", "--steps", "150", "--hidden", "128,128,128"]
-    command = [sys.executable, "-m", "mtl_edge", "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+    command = [sys.executable, *CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args,
                "--executor", "ray", "--address", ray_cluster.address]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_sigint)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     workers = []
     try:
         deadline = time.time() + 300
