@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
-from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.research.runs import RunJob, run_job
+from mtl_edge.research.runs import RunJob, record_lost, run_job
 
 RETRIES_OF_A_LOST_WORKER = 2
 CONNECT_TIMEOUT_S = 5.0
@@ -98,9 +96,7 @@ def run_ray(jobs: list[RunJob], *, workers: int, on_start, on_finish, address: s
                     try:
                         status = ray.get(ref)
                     except ray.exceptions.RayError as exc:  # the worker was lost more often than retried
-                        status = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "status": "failed",
-                                  "error": f"{job.spec.label}: Ray task failed: {type(exc).__name__}: {exc}"}
-                        atomic.write_json(Path(job.folder) / "status.json", status)
+                        status = record_lost(job, f"Ray task failed: {type(exc).__name__}: {exc}")
                     on_finish(job.spec, status)
         except BaseException:
             for ref in running:

@@ -115,6 +115,13 @@ def run_job(job: RunJob, events=None) -> dict:
     return status
 
 
+def record_lost(job: RunJob, error: str) -> dict:
+    """The status of a run whose worker died (``run_job`` could not record it itself), written to its folder."""
+    status = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "status": "failed", "error": f"{job.spec.label}: {error}"}
+    atomic.write_json(Path(job.folder) / "status.json", status)
+    return status
+
+
 def per_class_f1(model, data) -> dict[str, dict[str, float | None]]:
     """Per classification task: each label's test F1 (None for a label absent from the test split and
     never predicted), so that an analysis can show which confusions an auxiliary task fixes."""
@@ -194,9 +201,7 @@ def run_local(jobs: list[RunJob], *, workers: int, on_start, on_finish, address:
                     try:
                         status = future.result()
                     except Exception as exc:  # the worker process died (killed, out of memory)
-                        status = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "status": "failed",
-                                  "error": f"{job.spec.label}: worker process failed: {type(exc).__name__}: {exc}"}
-                        atomic.write_json(Path(job.folder) / "status.json", status)
+                        status = record_lost(job, f"worker process failed: {type(exc).__name__}: {exc}")
                     on_finish(job.spec, status)
         except BaseException:
             for future in pending:
