@@ -151,6 +151,7 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
     weighting: Weighting = "uniform",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Exactly this many optimizer steps, no early stopping (as a sweep's runs; default: epochs with early stopping).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     cache: Cache = None,
     n_mels: NMels = None,
@@ -167,6 +168,10 @@ def train(
     from mtl_edge.train.run import train_run
 
     cfg = train_config(model, hidden, seed, weighting, epochs)
+    if steps:
+        from dataclasses import replace
+
+        cfg = replace(cfg, steps=steps)
     kind = model_entry(cfg.model).input_kind
     if kind == "features":
         input_config = feature_config(corpus, cache, n_mels, win_ms, hop_ms)
@@ -301,6 +306,69 @@ def analyze(
         typer.echo(f"logistic regression F1 {reg['all_features']['f1_mean']:.3f} ± {reg['all_features']['f1_std']:.3f} "
                    f"(majority {reg['majority']['f1_mean']:.3f})")
     typer.echo(f"{len(analysis.gains)} pair(s), {sum(g['significant'] for g in analysis.gains)} significant -> {paths[0]}")
+
+
+@app.command("plan")
+@cli_command
+def plan(
+    gains: Annotated[Path, typer.Option("--gains", help="A sweep folder (with pairs) or an affinity folder: the predicted score of each grouping.")],
+    bench: Annotated[list[Path], typer.Option("--bench", help="EXPORT/bench folder of measured lines; repeat for exports of other widths.")],
+    out: Annotated[Path, typer.Option("--out", help="Plan folder, e.g. plans/NAME.")],
+    tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated tasks to serve (default: all of the gains').")] = None,
+    device: Annotated[str, typer.Option("--device", help="Device whose measured lines cost the networks (desktop, pi4, android or a profile's name).")] = "desktop",
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Budget: front-end + all networks, per clip.")] = None,
+    max_memory_mb: Annotated[Optional[float], typer.Option("--max-memory-mb", help="Budget: the process running them all.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="Sweep gains: test metric macro_f1, micro_f1 or accuracy.")] = "macro_f1",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Only these runtimes, comma-separated (default: every measured one).")] = None,
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Only these precisions, comma-separated (default: every measured one).")] = None,
+    train: Annotated[bool, typer.Option("--train", help="Then train, export and benchmark the chosen networks and check the prediction.")] = False,
+    train_seeds: Annotated[int, typer.Option("--train-seeds", min=1, help="With --train: seeds 0..N-1 of each network (accuracy is their mean).")] = 1,
+    baselines: Annotated[Optional[Path], typer.Option("--baselines", help="With --train: sweep whose single-task and all-task runs the check compares with (default: --gains when it is a sweep).")] = None,
+    corpus: Annotated[Optional[Path], typer.Option("--corpus", help="With --train: the corpus (default: where the gains were measured).")] = None,
+):
+    """Which tasks share which network within a latency and memory budget: exact search over groupings,
+    widths and precisions, scored from a sweep or an affinity run, costed from measured bench lines.
+
+    Writes OUT/plan.json, plan.md, pareto.csv and pareto.png; with --train also OUT/train/ and OUT/check.md."""
+    import shlex
+    import sys
+
+    from mtl_edge.plan import make_plan
+    from mtl_edge.progress import stderr
+    from mtl_edge.train.data import parse_tasks
+
+    def listed(text):
+        return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+    outcome = make_plan(gains, bench, device, out, tasks=parse_tasks(tasks) if tasks else None,
+                        max_latency_ms=max_latency_ms, max_memory_mb=max_memory_mb, metric=metric,
+                        runtimes=listed(runtime), precisions=listed(precision),
+                        command=shlex.join(["mtl-edge", *sys.argv[1:]]))
+    record = outcome.record
+    if record["emulated"]:
+        typer.echo("NOTE: the costs come from an EMULATED device: they are not performance figures.")
+    for note in record["notes"]:
+        stderr.print(f"[yellow]{note}[/yellow]", highlight=False, markup=False)
+    typer.echo(f"scores: {record['gains']['rule']}")
+    chosen = record["chosen"]
+    if chosen is None:
+        cheap = record["cheapest"]["latency"]
+        raise MtlEdgeError(f"no grouping meets the budget (latency <= {max_latency_ms} ms, memory <= {max_memory_mb} MB); "
+                           f"the cheapest in latency is {cheap['grouping']} on {cheap['runtime']}: {cheap['latency_ms']:.4f} ms, "
+                           f"{cheap['memory_mb']:.2f} MB; the cheapest in memory {record['cheapest']['memory']['memory_mb']:.2f} MB "
+                           f"(written to {out / 'plan.md'})")
+    typer.echo(f"chosen: {chosen['grouping']} on {chosen['runtime']}: score {chosen['score']:+.4f}, "
+               f"{chosen['latency_ms']:.4f} ms, {chosen['memory_mb']:.2f} MB")
+    for n in chosen["networks"]:
+        typer.echo(f"  {'+'.join(n['tasks'])}: {n['precision']} {n['width']}x3, {n['latency_ms']:.4f} ms, "
+                   f"{n['memory_mb']:.2f} MB, score {n['score']:+.4f}")
+    typer.echo(f"{len(record['front'])} grouping(s) on the Pareto front -> {out / 'plan.md'}")
+    if train:
+        from mtl_edge.plan.check import check_plan
+
+        check = check_plan(outcome, seeds=train_seeds, baselines=baselines, corpus=corpus)
+        typer.echo(check["summary"])
+        typer.echo(f"check -> {out / 'check.md'}")
 
 
 @app.command("evaluate")

@@ -151,6 +151,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     from mtl_edge.export.graph import export_graph, parameter_count
     from mtl_edge.export.plot import pareto_plot
     from mtl_edge.export.testset import build_testset, calibration_rows, write_testset
+    from mtl_edge.features.cache import fingerprint_of
     from mtl_edge.features.inputs import config_from_json
     from mtl_edge.progress import progress_bar
     from mtl_edge.report.tables import render_markdown
@@ -271,6 +272,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "checkpoint_sha256": identity["checkpoint_sha256"],
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "corpus": str(corpus),
+            "corpus_fingerprint": fingerprint_of(corpus),  # plan refuses gains measured on another corpus
+            "train": config.get("train"),  # the run's training config: the network's width, for plan
             "tasks": all_tasks,
             "labels": labels,
             "feature_config": feature_config.to_json(),
