@@ -207,7 +207,7 @@ def tiny_export(demo_corpus, tmp_path_factory):
     return export_run(run, allow_degraded=True, latency_runs=5, precisions=("fp32",), progress=False).folder
 
 
-def test_bench_on_the_emulated_pi4_over_ssh(bed, tiny_export, tmp_path):
+def test_bench_on_the_emulated_pi4_over_ssh(bed, tiny_export, demo_corpus, tmp_path):
     """The "done when" command: bench --device <bed profile> --compare single, through the CLI."""
     from mtl_edge.bench import read_lines
     from mtl_edge.report import render_report
@@ -235,6 +235,23 @@ def test_bench_on_the_emulated_pi4_over_ssh(bed, tiny_export, tmp_path):
     assert all(c["emulated"] is True and c["machine"] == "aarch64" and c["runtime_ratio"] > 0 for c in compares)
     report = render_report(results)
     assert "EMULATED device(s): pi4-emulated" in report.markdown.read_text()
+
+    # plan on the bed's lines: the path works and the costs are marked emulated (the figures mean nothing)
+    tasks = "kws,speaker,scene,instrument"
+    gains = tmp_path / "affinity"
+    run = subprocess.run([sys.executable, "-m", "mtl_edge", "affinity", "--corpus", str(demo_corpus), "--tasks", tasks,
+                          "--steps", "20", "--every", "5", "--hidden", "128,128,128", "--out", str(gains)],
+                         capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    planned = subprocess.run([sys.executable, "-m", "mtl_edge", "plan", "--gains", str(gains), "--bench", str(results),
+                              "--device", "pi4-emulated", "--out", str(tmp_path / "plan")],
+                             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "EMULATED" in planned.stdout
+    record = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert record["emulated"] is True and record["device"] == "pi4-emulated"
+    assert sorted(t for n in record["chosen"]["networks"] for t in n["tasks"]) == sorted(tasks.split(","))
+    assert "EMULATED" in (tmp_path / "plan" / "plan.md").read_text()
 
 
 def test_bench_on_the_pi4_resumes_after_a_dropped_link(bed, tiny_export, tmp_path):

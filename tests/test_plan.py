@@ -71,12 +71,14 @@ def _measured_costs(bench_dirs):
     """Independently of mtl_edge.plan: (width, precision) -> {heads: (p50, delta)}, accuracy per task, base, front-end."""
     costs, accuracy, base, fe = {}, {}, [], []
     for b in bench_dirs:
+        manifest = json.loads((Path(b).parent / "manifest.json").read_text())
+        verified = {a["path"]: a["status"] for a in manifest["artefacts"]}
         for line in _bench_lines([b]):
             if line["kind"] == "compare":
                 fe.append((line["frontend_p50_ms"], line["frontend_delta_rss_mb"]))
                 continue
             if line["mode"] != "alone" or line["model"].startswith("e2e") or line["status"] != "ok" \
-                    or line.get("answers_status") != "ok":
+                    or line.get("answers_status") != "ok" or verified[line["artefact"]] != "ok":
                 continue
             key = (_width(b), line["precision"])
             costs.setdefault(key, {}).setdefault(len(line["tasks"]), []).append((line["p50_ms"], line["delta_rss_mb"]))

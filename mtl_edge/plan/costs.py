@@ -97,13 +97,22 @@ class CostTable:
 
 
 def _bench_and_export(path: Path) -> tuple[Path, Path]:
+    """The results folder and the export it measured: the export holding it (EXPORT/bench, the
+    default), or the one the lines name (``bench --results`` elsewhere)."""
+    from mtl_edge.bench.results import read_lines
+
     path = Path(path)
     if (path / "manifest.json").is_file():
         return path / "bench", path
     if (path.parent / "manifest.json").is_file():
         return path, path.parent
-    raise MtlEdgeError(f"{path} is not a bench folder of an export (no manifest.json in it or beside it); "
-                       f"pass EXPORT/bench as written by mtl-edge bench")
+    named = {line.get("export") for p in sorted(path.glob("*.jsonl")) for line in read_lines(p) if line.get("export")}
+    if len(named) == 1 and (Path(next(iter(named))) / "manifest.json").is_file():
+        return path, Path(next(iter(named)))
+    if len(named) > 1:
+        raise MtlEdgeError(f"{path} holds lines of {len(named)} exports; pass one results folder per export")
+    raise MtlEdgeError(f"{path} is not a bench folder of an export (no manifest.json in it or beside it, and no export "
+                       f"its lines name is there); pass EXPORT/bench as written by mtl-edge bench")
 
 
 def _width(manifest: dict, export: Path) -> int:
@@ -160,6 +169,7 @@ def load_costs(bench_dirs: list[Path], device: str, runtimes: list[str] | None =
             raise MtlEdgeError(f"{bench_dir} has measurements of {', '.join(devices) or 'no device'}, not {device!r}; "
                                f"bench the export with --device {device} or pass that device's bench folder")
         shas = {a["path"]: a.get("sha256") for a in manifest.get("artefacts", [])}
+        verified = {a["path"]: a.get("status") for a in manifest.get("artefacts", [])}
         width = _width(manifest, export)
         fp = _fingerprint(manifest)
         if fp is not None:
@@ -183,6 +193,10 @@ def load_costs(bench_dirs: list[Path], device: str, runtimes: list[str] | None =
                                    f"another export")
             if str(line.get("model", "")).startswith("e2e:"):
                 continue  # waveform-in graphs include the front-end: not a network of a plan
+            if verified.get(artefact) != "ok":
+                notes.append(f"{artefact} ({line.get('runtime')}): left out, the export marked it {verified.get(artefact)} "
+                             f"(it failed verification against the PyTorch model)")
+                continue
             if line.get("status") != "ok" or line.get("answers_status", "ok") != "ok":
                 notes.append(f"{artefact} ({line.get('runtime')}): left out, status {line.get('status')}, answers "
                              f"{line.get('answers_status')}")
@@ -220,4 +234,4 @@ def load_costs(bench_dirs: list[Path], device: str, runtimes: list[str] | None =
     else:
         notes.append("no compare line measured the feature front-end (bench with --compare single): plan costs leave it out")
     return CostTable(device, emulated, choices, {r: statistics.median(v) for r, v in base.items()}, frontend,
-                     next(iter(fingerprints.values()), None), exports, notes)
+                     next(iter(fingerprints.values()), None), exports, list(dict.fromkeys(notes)))
