@@ -282,7 +282,8 @@ def affinity(
 def analyze(
     sweep: Annotated[Path, typer.Argument(help="A sweep folder with pairs (mtl-edge sweep --combos singles,pairs).")],
     metric: Annotated[str, typer.Option("--metric", help="Test metric of the gain: macro_f1, micro_f1 or accuracy.")] = "macro_f1",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Folder of the report (default: SWEEP/analysis).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder of the report (default: SWEEP/analysis, or SWEEP/against-NAME with --against).")] = None,
+    against: Annotated[Optional[Path], typer.Option("--against", help="An affinity folder: compare its predicted pair affinities with the sweep's measured gains.")] = None,
 ):
     """Gains of every (main, auxiliary) pair with CIs and Holm-corrected tests, feature correlations,
     a cross-validated logistic regression predicting a positive gain, and per-class F1 changes."""
@@ -295,6 +296,18 @@ def analyze(
     from mtl_edge.report.analysis import write_analysis
 
     started = time.perf_counter()
+    if against is not None:
+        from mtl_edge.research.against import compare, write_against
+
+        result = compare(sweep, against, metric)
+        paths = write_against(result, out or sweep / f"against-{against.name}", time.perf_counter() - started,
+                              shlex.join(["mtl-edge", *sys.argv[1:]]))
+        for key, s in result["stats"].items():
+            rho = "-" if s["rho"] is None else f"{s['rho']:+.3f} (p {s['p']:.3f})"
+            typer.echo(f"{key}: {s['n']} pairs, Spearman rho {rho}, sign agreement {s['sign_agreement']:.3f} "
+                       f"(always 'gain' {s['always_gain_agreement']:.3f})")
+        typer.echo(f"-> {paths[0]}")
+        return
     analysis = run_analysis(sweep, metric)
     tasks = atomic.read_json(sweep / "sweep.json", "")["tasks"]
     command = shlex.join(["mtl-edge", *sys.argv[1:]])
