@@ -388,10 +388,10 @@ def plan(
 @cli_command
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A finished run folder.")],
-    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus with the same label space (e.g. a held-out corpus).")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="Corpus with the same label space (e.g. a held-out corpus); it may carry only some of the run's tasks.")],
     split: Annotated[str, typer.Option("--split", help="Split of that corpus to evaluate on.")] = "test",
 ):
-    """Evaluate a run's checkpoints on another corpus; labels the model never saw are reported."""
+    """Evaluate a run's checkpoints on another corpus; labels the model never saw and tasks it lacks are reported."""
     from mtl_edge.progress import stderr
     from mtl_edge.train.evaluate import evaluate_run
     from mtl_edge.report.tables import render_metrics
@@ -403,6 +403,8 @@ def evaluate(
             stderr.print(f"[yellow]{task}: {entry['unseen_samples']} of {entry['samples']} samples have labels the model "
                          f"never saw ({', '.join(f'{k} {v}' for k, v in entry['unseen_labels'].items())}); they count as "
                          f"errors in accuracy_all[/yellow]", highlight=False)
+    if report["absent_tasks"]:
+        stderr.print(f"[yellow]not evaluated, absent from {corpus}: {', '.join(report['absent_tasks'])}[/yellow]", highlight=False)
     typer.echo(f"evaluation written to {report['written_to']}")
 
 

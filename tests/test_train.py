@@ -213,6 +213,39 @@ def test_evaluate_on_a_held_out_corpus_reports_unseen_labels(trained_run, tmp_pa
     assert kws["multi"]["accuracy_all"] <= kws["multi"]["accuracy"]
 
 
+def _corpus_with_tasks(demo_corpus: Path, folder: Path, keep) -> Path:
+    """A corpus sharing ``demo_corpus``'s audio whose manifest keeps only the rows of tasks in ``keep``."""
+    folder.mkdir()
+    (folder / "audio").symlink_to(demo_corpus / "audio")
+    lines = (demo_corpus / "manifest.csv").read_text().splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split(",")
+    task_col = header.index("task")
+    (folder / "manifest.csv").write_text(lines[0] + "".join(l for l in lines[1:] if l.split(",")[task_col] in keep))
+    return folder
+
+
+def test_evaluate_on_a_corpus_with_some_of_the_tasks_lists_the_others_as_absent(trained_run, demo_corpus, tmp_path):
+    out, _ = trained_run
+    partial = _corpus_with_tasks(demo_corpus, tmp_path / "partial", {"kws", "scene", "gender"})
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(partial)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "evaluations" / "partial-test.json").read_text())
+    assert list(report["tasks"]) == ["kws", "scene"]
+    assert report["absent_tasks"] == ["speaker", "instrument"]
+    for task in ("kws", "scene"):  # evaluated on both sides, as on the full corpus
+        assert {"multi", "single", "delta"} <= set(report["tasks"][task])
+        assert 0.0 <= report["tasks"][task]["multi"]["accuracy"] <= 1.0
+    assert "absent from" in result.output and "speaker, instrument" in result.output
+    full = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(demo_corpus)])
+    assert full.exit_code == 0, full.output
+    whole = json.loads((out / "evaluations" / f"{demo_corpus.resolve().name}-test.json").read_text())
+    assert whole["absent_tasks"] == [] and whole["tasks"]["kws"]["multi"] == report["tasks"]["kws"]["multi"]
+    none = _corpus_with_tasks(demo_corpus, tmp_path / "none", {"gender", "vad"})
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(none)])
+    assert result.exit_code == 1 and "carries none of the run's tasks" in result.output
+    assert not (out / "evaluations" / "none-test.json").exists()
+
+
 def test_bad_inputs_exit_1_with_a_message(demo_corpus, tmp_path, trained_run):
     runner = CliRunner()
     base = ["train", "--corpus", str(demo_corpus), "--epochs", "1"]

@@ -1,7 +1,8 @@
 """Evaluate a run's checkpoints on another corpus with the same label space (a held-out corpus).
 
 Samples whose label the model never saw are counted as errors in ``accuracy_all`` and reported in
-``unseen_labels``; the other metrics cover the samples with known labels.
+``unseen_labels``; the other metrics cover the samples with known labels. A corpus that carries only
+some of the run's tasks is evaluated on those; the others are listed in ``absent_tasks``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from mtl_edge.data.manifest import SPLITS, read_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.checkpoint import load_checkpoint
 from mtl_edge.train.data import load_task_data
-from mtl_edge.tasks import specs_from_checkpoint
+from mtl_edge.tasks import is_self_supervised, specs_from_checkpoint
 from mtl_edge.train.metrics import classification_metrics, delta, task_metrics
 from mtl_edge.train.trainer import predict
 
@@ -31,14 +32,24 @@ def run_checkpoints(run: Path) -> dict[str, Path]:
     return found
 
 
+def tasks_in_corpus(tasks: list[str], corpus_tasks: list[str]) -> tuple[list[str], list[str]]:
+    """(present, absent): the run's tasks the corpus carries (self-supervised ones need no labels) and the rest."""
+    present = [t for t in tasks if t in corpus_tasks or is_self_supervised(t)]
+    return present, [t for t in tasks if t not in present]
+
+
 def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]:
+    """Metrics of one checkpoint's tasks that ``corpus`` carries (absent tasks are left out)."""
     from mtl_edge.features.inputs import config_from_json
 
     model, info = load_checkpoint(path)
-    labels = info["labels"]
-    specs = specs_from_checkpoint(info)
-    data = load_task_data(corpus, list(labels), config_from_json(info["feature_config"]), labels=labels)
     manifest = read_manifest(corpus, check_files=False)
+    present, _ = tasks_in_corpus(list(info["labels"]), manifest.tasks)
+    if not present:
+        return {}
+    labels = {t: info["labels"][t] for t in present}
+    specs = specs_from_checkpoint(info)
+    data = load_task_data(corpus, present, config_from_json(info["feature_config"]), labels=labels)
     logits = predict(model, data.inputs)
     out = {}
     for task, rows in data.tasks.items():
@@ -69,8 +80,15 @@ def evaluate_run(run: str | Path, corpus: str | Path, split: str = "test") -> di
     run, corpus = Path(run), Path(corpus)
     if split not in SPLITS:
         raise MtlEdgeError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
-    report: dict = {"run": str(run), "corpus": str(corpus.resolve()), "split": split, "tasks": {}}
-    for name, path in run_checkpoints(run).items():
+    checkpoints = run_checkpoints(run)
+    run_tasks = list(load_checkpoint(checkpoints["multi"])[1]["labels"]) if "multi" in checkpoints else []
+    run_tasks += [n.split(":", 1)[1] for n in checkpoints if n.startswith("single:") and n.split(":", 1)[1] not in run_tasks]
+    corpus_tasks = read_manifest(corpus, check_files=False).tasks
+    present, absent = tasks_in_corpus(run_tasks, corpus_tasks)
+    if not present:
+        raise MtlEdgeError(f"{corpus} carries none of the run's tasks ({', '.join(run_tasks)}); it has: {', '.join(corpus_tasks)}")
+    report: dict = {"run": str(run), "corpus": str(corpus.resolve()), "split": split, "tasks": {}, "absent_tasks": absent}
+    for name, path in checkpoints.items():
         side = "multi" if name == "multi" else "single"
         for task, result in evaluate_checkpoint(path, corpus, split).items():
             entry = report["tasks"].setdefault(task, {"samples": result["samples"], "unseen_samples": result["unseen_samples"],
