@@ -313,6 +313,59 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_state(demo_corpus
     assert (tmp_path / "nan" / "model.pt").is_file()
 
 
+class _InterruptAfterEpoch:
+    """The progress bar ``fit`` reports to; raises KeyboardInterrupt (as Ctrl-C would) once epoch ``after``
+    is saved."""
+
+    def __init__(self, after: int):
+        self.after = after
+
+    def add_task(self, description, total=None, completed=0):
+        return 0
+
+    def update(self, task_id, completed=None, description=None):
+        if completed == self.after:
+            raise KeyboardInterrupt
+
+
+def test_uncertainty_and_pcgrad_weightings_train_through_fit(demo_corpus, tmp_path):
+    """The weightings inside the real training loop: uncertainty's log-variances are optimised with the
+    model and survive a resume; PCGrad changes the shared update only when there are two tasks to conflict."""
+    from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.trainer import STATE_FORMAT
+
+    data = load_task_data(demo_corpus, ["scene", "kws"], workers=1)
+    cfg = dict(hidden=(128, 128, 128), epochs=2)
+    runs = {}
+    for name in ("uniform", "uncertainty", "pcgrad"):
+        result = fit(data, TrainConfig(weighting=name, **cfg), tmp_path / name)
+        runs[name] = (result, load_payload(tmp_path / name / "state.pt", STATE_FORMAT))
+    chance = 1 / min(len(r.labels) for r in data.tasks.values())
+    for name, (result, state) in runs.items():
+        assert result.best_score > chance, name  # it learned something
+        assert all(torch.isfinite(v).all() for v in state["model"].values()), name
+    log_vars = runs["uncertainty"][1]["weighting"]["log_vars"]
+    assert log_vars.shape == (2,) and not torch.equal(log_vars, torch.zeros(2))  # learned, one per task
+    assert log_vars[0] != log_vars[1]
+    weights = {n: st["model"] for n, (_, st) in runs.items()}
+    for other in ("uncertainty", "pcgrad"):
+        assert any(not torch.equal(weights["uniform"][k], weights[other][k]) for k in weights["uniform"]), other
+    # interrupted after its first epoch's state was saved, then resumed: the same log-variances
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, TrainConfig(weighting="uncertainty", **cfg), tmp_path / "cut", progress=_InterruptAfterEpoch(1))
+    assert load_payload(tmp_path / "cut" / "state.pt", STATE_FORMAT)["epoch"] == 0
+    fit(data, TrainConfig(weighting="uncertainty", **cfg), tmp_path / "cut", resume=True)
+    cut = load_payload(tmp_path / "cut" / "state.pt", STATE_FORMAT)
+    assert torch.equal(cut["weighting"]["log_vars"], log_vars)
+    # a single task has nothing to conflict with: PCGrad trains exactly the uniform model
+    scene = data.subset(["scene"])
+    fit(scene, TrainConfig(weighting="uniform", hidden=(128, 128, 128), epochs=1), tmp_path / "s-uniform")
+    fit(scene, TrainConfig(weighting="pcgrad", hidden=(128, 128, 128), epochs=1), tmp_path / "s-pcgrad")
+    a = load_payload(tmp_path / "s-uniform" / "state.pt", STATE_FORMAT)["model"]
+    b = load_payload(tmp_path / "s-pcgrad" / "state.pt", STATE_FORMAT)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_with_a_changed_config_is_refused_naming_the_difference(demo_corpus, tmp_path):
     from mtl_edge.train.data import load_task_data
 
