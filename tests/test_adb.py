@@ -46,14 +46,15 @@ def _free_port() -> int:
 class HostBed:
     """mtl_edge.devbed.adbd running commands on this host + a private adb server connected to it."""
 
-    def __init__(self, adb: str, folder: Path):
+    def __init__(self, adb: str, folder: Path, unauthorized: bool = False):
         self.adb = adb
         self.folder = folder
         self.server_port = _free_port()
         ready = folder / "ready.json"
         self.log = open(folder / "adbd.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "mtl_edge.devbed.adbd", "--port", "0", "--ready-file",
-                                      str(ready)], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                      str(ready), *(["--unauthorized"] if unauthorized else [])],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      start_new_session=True)
         try:
             deadline = time.monotonic() + 30
@@ -64,7 +65,8 @@ class HostBed:
             self.serial = f"127.0.0.1:{self.port}"
             self.call("start-server")
             done = self.call("connect", self.serial)
-            assert b"connected to" in done.stdout, done.stdout + done.stderr
+            expected = b"failed to authenticate" if unauthorized else b"connected to"
+            assert expected in done.stdout, done.stdout + done.stderr
         except BaseException:
             self.stop()
             raise
@@ -395,6 +397,51 @@ def test_device_going_offline_mid_run_is_a_failure(adb, tmp_path):
             transport_for(load_device(bed.profile(tmp_path)))
     finally:
         bed.stop()
+
+
+def test_an_unauthorized_phone_is_named_with_what_to_do(adb, tmp_path):
+    """adbd answers the handshake with AUTH and rejects every key (a phone whose 'Allow USB debugging' prompt
+    nobody accepted): the real adb client lists it as unauthorized, and the transport says so, for a profile
+    whose serial adb already lists and for one it has to `adb connect` first."""
+    bed = HostBed(adb, tmp_path, unauthorized=True)
+    try:
+        assert bed.devices()[bed.serial] == "unauthorized"
+        with pytest.raises(MtlEdgeError, match=rf"device hostbed \(serial {bed.serial}\) is unauthorized, not ready "
+                                               r"\(step 'connect'\): accept the 'Allow USB debugging' prompt"):
+            transport_for(load_device(bed.profile(tmp_path)))
+        bed.call("disconnect", bed.serial)
+        assert bed.serial not in bed.devices()
+        with pytest.raises(MtlEdgeError, match=r"is unauthorized, not ready \(step 'connect'\)"):
+            transport_for(load_device(bed.profile(tmp_path)))  # connects itself: "failed to authenticate"
+        assert not (tmp_path / "device-work").exists()  # nothing was run on the device
+    finally:
+        bed.stop()
+
+
+def test_a_full_device_storage_is_named_and_leaves_no_partial_file(hostbed, tmp_path):
+    """The device's work folder is a real 256 KiB tmpfs: a push that does not fit fails with the device's
+    'No space left on device', named as full storage, and no partial file is left behind; once space is
+    freed the same push works."""
+    need(os.geteuid() == 0, "mounting a small tmpfs needs root")
+    work = tmp_path / "device-work"
+    work.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(work)], check=True)
+    try:
+        transport = transport_for(load_device(hostbed.profile(tmp_path)))
+        filler = work / "filler.bin"
+        filler.write_bytes(b"\0" * 200 * 1024)  # what earlier runs left on the device
+        model = tmp_path / "model.onnx"
+        model.write_bytes(os.urandom(150 * 1024))
+        with pytest.raises(MtlEdgeError, match=r"adb push of .*model\.onnx to .*device-work/model\.onnx failed "
+                                               r"\(step 'push model\.onnx', exit 1\) \(the device's storage is full: "
+                                               r"free space in .*device-work\):.*No space left on device"):
+            transport.put(model, "model.onnx")
+        assert sorted(p.name for p in work.iterdir()) == ["filler.bin"]  # no half-written model, no temporary
+        filler.unlink()
+        remote = transport.put(model, "model.onnx")
+        assert Path(remote).read_bytes() == model.read_bytes()
+    finally:
+        subprocess.run(["umount", str(work)], check=True)
 
 
 # ---------------------------------------------------------------------------------------------- harness

@@ -207,7 +207,9 @@ class AdbTransport:
         if self.serial not in devices and re.fullmatch(r"[^\s:]+:\d+", self.serial):
             done = self._adb(["connect", self.serial], "adb connect", with_serial=False)
             text = (done.stdout + done.stderr).strip()
-            if done.returncode != 0 or connect_failed(text):
+            # "failed to authenticate": connected, but the phone has not allowed this computer; the state
+            # check below names it (unauthorized) with what to do
+            if done.returncode != 0 or (connect_failed(text) and "failed to authenticate" not in text.lower()):
                 raise MtlEdgeError(f"{self._who()}: `adb connect {self.serial}` failed (step 'connect'): "
                                    f"{text or '(no output)'}")
             devices = self.devices()

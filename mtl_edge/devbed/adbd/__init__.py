@@ -9,7 +9,10 @@ they connect to a phone with wireless debugging, and it answers with the adb wir
   command ^ 0xffffffff); the checksum is computed on what we send and never checked on what we
   receive (protocol version 0x01000001 skips it, and the client sends 0);
 * the connect handshake: CNXN answered with CNXN(0x01000001, max payload, banner
-  ``device::ro.product.name=...;ro.product.model=...;ro.product.device=...;features=...``); no AUTH;
+  ``device::ro.product.name=...;ro.product.model=...;ro.product.device=...;features=...``); no AUTH,
+  unless started with ``--unauthorized``: then CNXN is answered with AUTH TOKEN, every signature
+  with a new token, and the public key is left unanswered (the phone's prompt nobody accepts), so
+  adb lists the device as ``unauthorized``;
 * streams: OPEN / OKAY / WRTE / CLSE with local and remote ids, one WRTE in flight per stream
   (the next one waits for the peer's OKAY), every received WRTE acknowledged with OKAY;
 * ``shell:CMD`` (v1: one raw stream, stdout and stderr merged, closed at exit, no exit code),
@@ -33,7 +36,7 @@ on this host: the fast mode the protocol tests use.
 What it does NOT emulate (a command that needs one of these fails as it would on a device that
 lacks it): ``getprop`` / system properties (the banner's product fields are the only ones),
 ``dumpsys``, ``pm`` / ``am`` / ``cmd`` / ``adb install``, SELinux, Android users and app processes
-(everything runs as the user that started this server), authentication (no AUTH, no keys, no TLS:
+(everything runs as the user that started this server), authentication (no keys are checked, no TLS:
 instead only connections from this server's own uid are accepted, see ``peer_uid``),
 USB, ``adb root`` / ``remount`` / ``reboot`` / ``reverse`` / ``jdwp`` / ``abb`` and ptys (a pty shell
 runs without a terminal). Timing under qemu is meaningless: results from this bed are marked

@@ -22,13 +22,14 @@ class DeviceConfig:
     """What the emulated device is: where its files live and how it runs commands."""
 
     def __init__(self, root: str | None = None, serial: str = "mtl-edge-bed", model: str = "mtl-edge_emulated_arm64",
-                 product: str = "mtl_edge_bed", qemu_cpu: str = "cortex-a72"):
+                 product: str = "mtl_edge_bed", qemu_cpu: str = "cortex-a72", unauthorized: bool = False):
         self.root = None if root in (None, "", "/") else os.path.abspath(root)
         self.chroot = shutil.which("chroot") or "/usr/sbin/chroot"
         self.serial = serial
         self.model = model
         self.product = product
         self.qemu_cpu = qemu_cpu
+        self.unauthorized = unauthorized  # refuse every key: adb lists the device as 'unauthorized'
 
     def banner(self) -> bytes:
         props = f"ro.product.name={self.product};ro.product.model={self.model};ro.product.device={self.product};"

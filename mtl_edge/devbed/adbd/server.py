@@ -14,8 +14,12 @@ from pathlib import Path
 from mtl_edge.devbed.adbd.device import READY, DeviceConfig
 from mtl_edge.devbed.adbd.shell import PROCESSES, parse_shell_service, run_command
 from mtl_edge.devbed.adbd.sync import sync_service
-from mtl_edge.devbed.adbd.wire import (A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, COMMAND_NAMES, HEADER,
+from mtl_edge.devbed.adbd.wire import (A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_VERSION, A_WRTE, COMMAND_NAMES, HEADER,
                                        MAX_PAYLOAD, Stream, StreamClosed, pack_message)
+
+
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3  # AUTH arg0 (adb's protocol.txt)
+AUTH_TOKEN_SIZE = 20
 
 
 class Connection:
@@ -63,8 +67,18 @@ class Connection:
             for stream in list(self.streams.values()):  # a new handshake resets the connection
                 stream.closed_by_remote()
             self.max_payload = max(4096, min(arg1, MAX_PAYLOAD))
+            if self.device.unauthorized:  # a phone whose owner has not (yet) allowed this computer
+                self.send(A_AUTH, AUTH_TOKEN, 0, os.urandom(AUTH_TOKEN_SIZE))
+                return
             self.online = True
             self.send(A_CNXN, A_VERSION, MAX_PAYLOAD, self.device.banner())
+        elif command == A_AUTH and self.device.unauthorized:
+            # every signature is rejected with a fresh token, as adbd does for an unknown key; the public
+            # key the client then sends would raise the "Allow USB debugging?" prompt: nobody answers it
+            if arg0 == AUTH_SIGNATURE:
+                self.send(A_AUTH, AUTH_TOKEN, 0, os.urandom(AUTH_TOKEN_SIZE))
+            else:
+                _log("AUTH RSAPUBLICKEY received: the USB debugging prompt stays unanswered")
         elif not self.online:
             _log(f"{COMMAND_NAMES.get(command, hex(command))} before CNXN ignored")
         elif command == A_OPEN:
@@ -84,7 +98,7 @@ class Connection:
             stream = self.streams.get(arg1)
             if stream is not None:
                 stream.closed_by_remote()
-        # AUTH (we never ask for it), SYNC (obsolete), STLS (newer clients only): ignored
+        # AUTH (only asked for when unauthorized), SYNC (obsolete), STLS (newer clients only): ignored
 
     def open(self, remote_id: int, service: str) -> None:
         if service.startswith("shell"):
@@ -207,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the device's root folder (an arm64 userland run by chroot); none or / = this host")
     parser.add_argument("--serial", default="mtl-edge-bed", help="serial reported to commands (ANDROID_SERIAL)")
     parser.add_argument("--model", default="mtl-edge_emulated_arm64", help="ro.product.model in the banner")
+    parser.add_argument("--unauthorized", action="store_true",
+                        help="answer the handshake with AUTH and reject every key: adb lists the device as "
+                             "'unauthorized', as a phone whose USB debugging prompt was not accepted")
     parser.add_argument("--ready-file", default=None, help="write {port, pid} as JSON here once listening")
     parser.add_argument("--any-user", action="store_true",
                         help="accept connections from every local user (default: only this server's own uid)")
     args = parser.parse_args(argv)
     if args.root not in (None, "", "/") and not os.path.isdir(args.root):
         parser.error(f"--root {args.root}: not a folder")
-    device = DeviceConfig(args.root, serial=args.serial, model=args.model)
+    device = DeviceConfig(args.root, serial=args.serial, model=args.model, unauthorized=args.unauthorized)
     try:
         asyncio.run(serve(device, args.host, args.port, args.ready_file,
                           allow_uid=None if args.any_user else os.getuid()))
