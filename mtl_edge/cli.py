@@ -48,6 +48,9 @@ def main(
     ] = False,
 ):
     """mtl-edge: which audio tasks should share one network, and what sharing costs on the device."""
+    from mtl_edge.interrupts import count_sigints
+
+    count_sigints()
 
 
 def _report_skipped(skipped: list[str]) -> None:
@@ -74,7 +77,12 @@ def data_demo(
     """Build the demo corpus from audio that exists offline (speech, instruments, events, scenes)."""
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
 
-    result = build_demo(DemoConfig(scale=scale, seed=seed, voices=voices), out, workers=workers, force=force)
+    try:
+        result = build_demo(DemoConfig(scale=scale, seed=seed, voices=voices), out, workers=workers, force=force)
+    except KeyboardInterrupt:  # the corpus is built under a temporary name, removed on the way out
+        typer.echo(f"interrupted: nothing was written to {out} (a corpus already there is kept); run the same "
+                   "command again to build it", err=True)
+        raise typer.Exit(130) from None
     typer.echo(result.summary())
 
 
@@ -425,9 +433,14 @@ def export(
     """Export a run to ONNX / TFLite at several precisions; verify every artefact on the test split."""
     from mtl_edge.export import export_run
 
-    result = export_run(run, out, formats, quantize, per_tensor=per_tensor, force=force,
-                        allow_degraded=allow_degraded, models=models, tflite_runtime=tflite_runtime,
-                        end_to_end=end_to_end)
+    try:
+        result = export_run(run, out, formats, quantize, per_tensor=per_tensor, force=force,
+                            allow_degraded=allow_degraded, models=models, tflite_runtime=tflite_runtime,
+                            end_to_end=end_to_end)
+    except KeyboardInterrupt:  # the export is built under a temporary name, removed on the way out
+        typer.echo(f"interrupted: nothing was written to {out or run / 'export'} (an export already there is "
+                   "kept); run the same command again", err=True)
+        raise typer.Exit(130) from None
     verification = result.folder / "verification.md"
     if verification.is_file():
         typer.echo(verification.read_text())

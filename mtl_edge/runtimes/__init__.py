@@ -30,6 +30,7 @@ from types import ModuleType
 
 import numpy as np
 
+from mtl_edge import interrupts
 from mtl_edge.errors import MtlEdgeError, Unsupported
 
 _HERE = Path(__file__).resolve().parent
@@ -112,13 +113,15 @@ def module(runtime: Runtime | str) -> ModuleType:
 
 def version(runtime: Runtime | str) -> str:
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+    before = interrupts.received()
     try:
         return module(rt).version(**rt.options)
     except ImportError as exc:
-        raise _not_installed(rt, exc) from None
+        raise _not_installed(rt, exc, before) from None
 
 
-def _not_installed(rt: Runtime, exc: ImportError) -> Unsupported:
+def _not_installed(rt: Runtime, exc: ImportError, sigints_before: int) -> Unsupported:
+    interrupts.reraise_if_interrupted_since(sigints_before)  # a Ctrl-C inside the import, not a missing package
     return Unsupported(f"runtime {rt.name} is not installed here (python package {rt.package}: {exc})")
 
 
@@ -172,11 +175,12 @@ def _first(exc: BaseException) -> str:
 def load(runtime: Runtime | str, path: str | Path, threads: int = 1) -> Loaded:
     """Load ``path`` with ``runtime``: Unsupported when it is not installed or cannot take the artefact."""
     rt = get_runtime(runtime) if isinstance(runtime, str) else runtime
+    before = interrupts.received()
     try:
         mod = module(rt)
         model = mod.load(str(path), threads, **rt.options)
     except ImportError as exc:
-        raise _not_installed(rt, exc) from None
+        raise _not_installed(rt, exc, before) from None
     except NotImplementedError as exc:
         raise Unsupported(f"{path}: {rt.title} cannot take it: {_first(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - the runtime's own load error, named with the file
