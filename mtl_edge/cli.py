@@ -513,6 +513,7 @@ def report(
 
 
 DEMO_TASKS = "kws,speaker,scene,instrument"
+DEMO_STEPS = 0
 
 
 @app.command("demo")
@@ -522,6 +523,7 @@ def demo(
     runs: Annotated[Path, typer.Option("--runs", help="Where the demo's training run goes.")] = Path("runs/demo"),
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Corpus scale (1 = full).")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    steps: Annotated[int, typer.Option("--steps", min=0, help="Optimizer steps per model (the demo's training budget, recorded in its run config); 0 = up to 200 epochs with early stopping.")] = DEMO_STEPS,
 ):
     """The one-command demo: build the corpus if absent, train single- and multi-task models, compare them,
     export them to ONNX and TFLite at every precision (verified; the multi-task model also waveform in), benchmark
@@ -539,7 +541,7 @@ def demo(
     result = build_demo(DemoConfig(scale=scale, seed=seed), out)
     typer.echo(result.summary())
     render_table(describe_corpus(out))
-    run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed), single=True, resume=True)
+    run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed, steps=steps), single=True, resume=True)
     render_metrics(run.metrics)
     from mtl_edge.export import export_run
 

@@ -43,3 +43,38 @@ def test_later_stage_commands_have_help(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+@pytest.mark.slow
+def test_demo_then_report_through_the_command_line(tmp_path):
+    """The one-command demo on a tiny corpus with a small training budget: corpus, five trainings, the export,
+    the desktop benchmark and the report, as a user runs it; then `report` re-renders its results."""
+    import json
+
+    corpus, runs = tmp_path / "corpus", tmp_path / "runs"
+    result = CliRunner().invoke(app, ["demo", "--out", str(corpus), "--runs", str(runs), "--scale", "0.03",
+                                      "--steps", "60"])
+    assert result.exit_code == 0, result.output
+    assert "demo finished in" in result.output
+    config = json.loads((runs / "config.json").read_text())
+    assert config["train"]["steps"] == 60  # the demo's budget is recorded in its run config
+    manifest = json.loads((runs / "export" / "manifest.json").read_text())
+    models = {a["model"] for a in manifest["artefacts"]}
+    assert models >= {"multi", "single:kws", "single:speaker", "single:scene", "single:instrument"}
+    lines = [json.loads(x) for f in sorted((runs / "export" / "bench").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    compares = [m for m in lines if m["kind"] == "compare"]
+    assert {m["runtime"] for m in compares} == {"onnxruntime", "litert"}
+    assert all(m["runtime_ratio_shared_frontend"] > 0 for m in compares)
+    report = runs / "export" / "bench" / "report" / "report.md"
+    assert report.is_file() and str(report) in result.output
+    again = CliRunner().invoke(app, ["report", str(runs / "export" / "bench"), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    def body(path):  # the same tables and figures; only the list of source files may be in another order
+        text = path.read_text().replace(str(path.parent), "REPORT")
+        return [line for line in text.splitlines() if ".jsonl" not in line]
+
+    assert body(tmp_path / "again" / "report.md") == body(report)
+    figures = [line.split("(")[-1].rstrip(")") for line in body(report) if line.startswith("![")]
+    assert figures and all((tmp_path / "again" / f).is_file() for f in figures)
+    empty = CliRunner().invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "none")])
+    assert empty.exit_code == 1 and "no results (.jsonl)" in empty.output
