@@ -13,6 +13,7 @@ import pytest
 
 from mtl_edge.bench import bench, latency_stats, load_device, read_lines
 from mtl_edge.bench.environment import local_environment
+from mtl_edge.bench.harness import MAX_STORED_LATENCIES
 from mtl_edge.bench.transports import transport_for
 from mtl_edge.errors import MtlEdgeError
 
@@ -64,7 +65,7 @@ def test_measurement_lines_have_the_fields_and_sane_values(benched, export_dir):
     for m in lines:
         assert all(k in m for k in FIELDS), [k for k in FIELDS if k not in m]
         assert m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"] and m["min_ms"] <= m["p50_ms"]
-        assert m["runs"] >= QUICK["min_runs"] and len(m["latencies_ms"]) == min(m["runs"], 2000)
+        assert m["runs"] >= QUICK["min_runs"] and len(m["latencies_ms"]) == min(m["runs"], MAX_STORED_LATENCIES)
         assert m["peak_rss_mb"] >= m["rss_after_import_mb"] > 0 and m["delta_rss_mb"] >= 0
         assert m["init_ms"] > 0 and m["first_ms"] > 0 and m["hwm_reset"] is True
         assert m["device"] == "desktop" and m["machine"] and m["emulated"] is False and m["precision"] == "fp32"
@@ -74,10 +75,15 @@ def test_measurement_lines_have_the_fields_and_sane_values(benched, export_dir):
         assert m["format"] == ("onnx" if m["runtime"] == "onnxruntime" else "tflite")
         # the reported statistics against an independent computation from the stored latencies (numpy), and the
         # latencies against the runner's own wall clock of the measuring loop
-        assert len(m["latencies_ms"]) == m["runs"]  # runs <= 2000 here: every latency is stored
-        for q in (50, 90, 99):
-            assert m[f"p{q}_ms"] == pytest.approx(np.percentile(m["latencies_ms"], q), abs=2e-5)
-        assert m["mean_ms"] == pytest.approx(np.mean(m["latencies_ms"]), abs=2e-5)
+        # up to MAX_STORED_LATENCIES runs every latency is stored and the statistics are exactly those of the list;
+        # past it (a fast model on a fast machine) the list is an evenly spaced sample of the runs: close, not equal
+        every = m["runs"] <= MAX_STORED_LATENCIES
+        for q in (50, 90):
+            assert m[f"p{q}_ms"] == pytest.approx(np.percentile(m["latencies_ms"], q), **(dict(abs=2e-5) if every else
+                                                                                         dict(rel=0.15)))
+        if every:
+            assert m["p99_ms"] == pytest.approx(np.percentile(m["latencies_ms"], 99), abs=2e-5)
+            assert m["mean_ms"] == pytest.approx(np.mean(m["latencies_ms"]), abs=2e-5)
         assert sum(m["latencies_ms"]) / 1e3 <= m["wall_s"] + 1e-3
     co = [m for m in lines if m["mode"] == "coresident"]
     assert len(co) == 2 and all(len(m["members"]) == len(TASKS) and sorted(m["tasks"]) == sorted(TASKS) for m in co)
