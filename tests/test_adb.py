@@ -524,6 +524,7 @@ def _bed_adb(device, *args: str, timeout: float = 300) -> subprocess.CompletedPr
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.slow
 def test_android_bed_profile_and_aarch64_shell(android_bed):
     device = android_bed["device"]
     assert android_bed["profile"].name == "android-emulated.toml"
@@ -534,6 +535,7 @@ def test_android_bed_profile_and_aarch64_shell(android_bed):
     assert (done.returncode, done.stdout.split()) == (9, ["aarch64", "cortex-a72"])
 
 
+@pytest.mark.slow
 def test_android_bed_has_no_getprop_and_the_results_say_so(android_bed):
     device = android_bed["device"]
     done = _bed_adb(device, "shell", "getprop ro.product.model")
@@ -544,6 +546,7 @@ def test_android_bed_has_no_getprop_and_the_results_say_so(android_bed):
     assert {"android_model", "android_version"} <= set(facts["missing"])
 
 
+@pytest.mark.slow
 def test_android_bed_without_python_says_what_is_needed(android_bed, tmp_path):
     text = android_bed["profile"].read_text().replace('python = "/opt/mtl-edge/venv/bin/python"',
                                                        'python = "/data/data/com.termux/files/usr/bin/python"')
@@ -609,6 +612,7 @@ def test_android_bed_end_to_end_benchmark(android_bed, export_dir, tmp_path):
         assert (np.argmax(on_phone[name], axis=1) == np.argmax(logits, axis=1)).all()
 
 
+@pytest.mark.slow
 def test_android_bed_down_stops_everything(android_bed):
     from mtl_edge.devbed import android
 

@@ -44,6 +44,7 @@ def test_pair_features_are_main_aux_and_ratio():
                    "main_snr": None, "aux_snr": 1.0, "ratio_snr": None}
 
 
+@pytest.mark.slow
 def test_regression_finds_a_feature_that_decides_the_gain_and_beats_the_majority():
     rng = np.random.default_rng(0)
     gains, pairs = [], {}
@@ -64,6 +65,7 @@ def tiny(tiny_corpus):
     return tiny_corpus
 
 
+@pytest.mark.slow
 def test_dataset_features_ignore_validation_and_test_labels(tiny, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(tiny, changed, symlinks=True, ignore=shutil.ignore_patterns(".features"))

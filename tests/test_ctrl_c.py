@@ -18,6 +18,8 @@ import pytest
 from mtl_edge.export.manifest import read_manifest
 
 # `python -m mtl_edge` with SIGINT raising KeyboardInterrupt even where pytest runs with SIGINT ignored
+pytestmark = pytest.mark.slow  # each runs a real export or corpus build twice
+
 CTRL_C_ABLE = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
                                      "runpy.run_module('mtl_edge', run_name='__main__', alter_sys=True)"]
 

@@ -96,6 +96,7 @@ def test_full_scale_plan_has_about_5000_clips_and_100_per_class():
         assert min(counter.values()) >= 95, (task, counter.most_common()[-1])
 
 
+@pytest.mark.slow
 def test_rendering_is_identical_across_worker_counts(tmp_path, demo_corpus):
     config = DemoConfig(scale=0.01, seed=5)
     one = build_demo(config, tmp_path / "one", workers=1)
@@ -135,6 +136,7 @@ def test_refuses_to_overwrite_a_folder_that_is_not_a_demo_corpus(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_espeak_fallback_warns_and_builds(tmp_path):
     with pytest.warns(UserWarning, match="not recordings of people"):
         result = build_demo(DemoConfig(scale=0.01, seed=2, voices="espeak"), tmp_path / "c", workers=1)
@@ -142,6 +144,7 @@ def test_espeak_fallback_warns_and_builds(tmp_path):
     assert len(manifest.labels("speaker")) == 10
 
 
+@pytest.mark.slow
 def test_cli_builds_with_a_progress_bar_and_records_its_settings(tmp_path):
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["data", "demo", "--out", str(out), "--scale", "0.01", "--seed", "4", "--workers", "1"])
@@ -151,6 +154,7 @@ def test_cli_builds_with_a_progress_bar_and_records_its_settings(tmp_path):
     assert info["config"]["seed"] == 4 and info["clips"] == len(read_manifest(out).clips())
 
 
+@pytest.mark.slow
 def test_shuffled_labels_stay_at_chance_and_true_labels_do_not(demo_corpus):
     """A model trained on shuffled labels must not beat chance on the test split (no leak, no shortcut)."""
     from sklearn.linear_model import LogisticRegression

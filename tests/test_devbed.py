@@ -62,6 +62,7 @@ def bed():
     _cli("down", "pi4", timeout=300)
 
 
+@pytest.mark.slow
 def test_profile_of_the_bed(bed):
     device = bed["device"]
     assert bed["profile"].name == "pi4-emulated.toml"
@@ -72,6 +73,7 @@ def test_profile_of_the_bed(bed):
     assert Path(device.extra["key"]).is_file() and Path(device.extra["known_hosts"]).read_text().startswith("10.213.7.2 ")
 
 
+@pytest.mark.slow
 def test_ssh_reaches_an_aarch64_userland(bed):
     done = _ssh(bed["device"], "uname -m; echo $QEMU_CPU")
     assert done.returncode == 0, done.stderr
@@ -108,6 +110,7 @@ print(json.dumps({"y": y.tolist(), "numpy": np.__version__, "ort": ort.__version
 """
 
 
+@pytest.mark.slow
 def test_bed_runs_onnx_like_the_host(bed, tmp_path):
     import onnxruntime as ort
 
@@ -129,6 +132,7 @@ def test_bed_runs_onnx_like_the_host(bed, tmp_path):
     np.testing.assert_allclose(np.array(result["y"], dtype=np.float32), host, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_unknown_host_key_is_refused(bed, tmp_path):
     device = bed["device"]
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
@@ -141,6 +145,7 @@ def test_unknown_host_key_is_refused(bed, tmp_path):
     assert done.returncode == 255 and "host key verification failed" in done.stderr.lower(), done.stderr
 
 
+@pytest.mark.slow
 def test_up_again_is_idempotent(bed):
     from mtl_edge.devbed import pi4
 
@@ -152,6 +157,7 @@ def test_up_again_is_idempotent(bed):
     assert pi4.status()["sshd_pid"] == before["sshd_pid"]
 
 
+@pytest.mark.slow
 def test_a_half_dead_bed_is_cleared_by_up(bed):
     """sshd killed, its namespace and mounts left: `up` clears what is left and starts a fresh bed."""
     from mtl_edge.devbed import pi4, process_alive
@@ -172,6 +178,7 @@ def test_a_half_dead_bed_is_cleared_by_up(bed):
     assert _ssh(bed["device"], "uname -m").stdout.strip() == "aarch64"
 
 
+@pytest.mark.slow
 def test_link_can_be_cut_and_restored(bed):
     from mtl_edge.devbed import pi4
 
@@ -207,6 +214,7 @@ def tiny_export(demo_corpus, tmp_path_factory):
     return export_run(run, allow_degraded=True, latency_runs=5, precisions=("fp32",), progress=False).folder
 
 
+@pytest.mark.slow
 def test_bench_on_the_emulated_pi4_over_ssh(bed, tiny_export, demo_corpus, tmp_path):
     """The "done when" command: bench --device <bed profile> --compare single, through the CLI."""
     from mtl_edge.bench import read_lines
@@ -254,6 +262,7 @@ def test_bench_on_the_emulated_pi4_over_ssh(bed, tiny_export, demo_corpus, tmp_p
     assert "EMULATED" in (tmp_path / "plan" / "plan.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_on_the_pi4_resumes_after_a_dropped_link(bed, tiny_export, tmp_path):
     from mtl_edge.bench import bench
     from mtl_edge.devbed import pi4
@@ -273,6 +282,7 @@ def test_bench_on_the_pi4_resumes_after_a_dropped_link(bed, tiny_export, tmp_pat
     assert again.skipped == 5 and again.measurements == []
 
 
+@pytest.mark.slow
 def test_down_leaves_no_namespace_and_no_process(bed):
     from mtl_edge.devbed import pi4, rootfs
 
