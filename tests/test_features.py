@@ -423,3 +423,28 @@ def test_cli_data_prepare(tmp_path, word_wavs):
     assert np.load(entry / "features.npy", mmap_mode="r").shape == (len(WORDS), n)
     current = json.loads((cache / "current.json").read_text())  # what `train` will use for this corpus
     assert current["features"]["key"] == entry.name and current["features"]["config"]["n_mels"] == 32
+
+
+def test_batched_segment_statistics_equal_each_clip_on_its_own(speak):
+    """The segment means come from one running sum over the batch, each clip with its own active region:
+    they equal the straightforward slice-and-mean of each clip's segments, and each clip's batch row
+    equals the clip extracted alone."""
+    words = [_place(_spoken(speak, w), offset) for w, offset in (("left", 700), ("yes", 6000), ("down", 3000))]
+    cfg = FeatureConfig(segment_stats=("mean", "std", "max"))
+    batch = np.stack(words)
+    lm = logmel.logmel(batch, cfg).astype(np.float64)
+    lo, hi = logmel.active_region(lm, cfg)
+    assert len(set(lo.tolist())) == 3  # three different regions
+    n_clip = len(cfg.stats) * cfg.n_mels
+    features = extract_batch(batch, cfg)
+    for i, clip in enumerate(words):
+        expected = []
+        n = int(hi[i] - lo[i])
+        for k in range(cfg.segments):
+            a = min(k * n // cfg.segments, n - 1)
+            b = max(a + 1, (k + 1) * n // cfg.segments)
+            seg = lm[i, :, lo[i] + a:lo[i] + b]
+            expected += [seg.mean(axis=1), seg.std(axis=1), seg.max(axis=1)]
+        got = features[i, n_clip:n_clip + cfg.segments * 3 * cfg.n_mels]
+        np.testing.assert_allclose(got, np.concatenate(expected).astype(np.float32), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(features[i], extract(clip, cfg), rtol=1e-5, atol=1e-5)
