@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("mtl_edge_prepare", mtl_edge_prepare,
              "prepare_features(workers=1): manifest, fingerprint, decode, features, memmap cache write"),
             ("naive_librosa_loop", naive_loop,
-             "per file: librosa.load(sr=16000) + librosa.feature.melspectrogram + the same statistics from their definitions (numpy/scipy; frozen in this script)"),
+             "per file: librosa.load(sr=16000) + librosa.feature.melspectrogram + the same statistics from "
+             "their definitions (numpy/scipy; frozen in this script)"),
             ("mtl_edge_features_only", mtl_edge_features_only,
              "extract_batch on clips already in memory (no decoding, no I/O)"),
         ):
