@@ -120,15 +120,34 @@ def test_load_fields_and_the_scripts_gate(monkeypatch, capsys):
     assert load_fields((0.1,) * 3, (1.8,) * 3, 60.0, 1)["busy"] is True
     assert load_fields(None, None, 1.0, 1)["busy"] is None  # a device without /proc/loadavg
     monkeypatch.setenv("MTL_EDGE_BUSY_LOAD", "-1")  # every machine is busy
+    monkeypatch.setenv("MTL_EDGE_SETTLE_S", "0.2")  # and stays busy while the gate waits
     committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "x.json"
     with pytest.raises(SystemExit) as refused:
         gate(False, "bench.py", committed)
-    assert refused.value.code == 2 and "--allow-busy" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--allow-busy" in err and "waiting up to 0 s" in err and "after waiting" in err
     fields = gate(True, "bench.py", committed)
     assert fields["allow_busy"] is True and fields["busy"] is True and fields["busy_load_threshold"] == -1
     assert fields["load_1m_at_start"] >= 0
     elsewhere = gate(False, "bench.py", Path("/tmp/x.json"))  # not a committed result: measured, marked busy
     assert elsewhere["busy"] is True and elsewhere["allow_busy"] is False and "WARNING" in capsys.readouterr().err
+    assert elsewhere["waited_for_idle_s"] == 0.0  # nothing to protect: no waiting
+
+
+def test_the_gate_waits_for_the_load_left_by_the_previous_script(monkeypatch, capsys):
+    """In `make bench` a script starts while the previous one's load still decays: the gate waits for the
+    1-minute average to fall below the threshold, then measures (the readings here: 1.3, 0.9, then 0.4)."""
+    import mtl_edge.bench.load as load
+
+    readings = iter([(1.3, 1.0, 0.8), (0.9, 1.0, 0.8), (0.4, 0.9, 0.8)])
+    monkeypatch.setattr(load, "local_load", lambda: next(readings))
+    monkeypatch.setattr(load.time, "sleep", lambda s: None)
+    monkeypatch.setenv("MTL_EDGE_SETTLE_S", "60")
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "x.json"
+    fields = load.gate(False, "bench.py", committed)
+    assert fields["busy"] is False and fields["load_1m_at_start"] == 0.4
+    assert fields["waited_for_idle_s"] >= 0 and "waiting up to 60 s" in capsys.readouterr().err
+    assert next(readings, None) is None  # it read the load until it had fallen, and no further
 
 
 @pytest.mark.parametrize("script", ["features.py", "demo_corpus.py", "train_throughput.py", "harness_overhead.py",
@@ -147,7 +166,7 @@ def test_benchmark_scripts_refuse_a_committed_result_on_a_busy_machine(script, t
     out = ["--results" if script == "demo_corpus.py" else "--out", str(results / f"never-{script}.json")]
     proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args, *out], cwd=root,
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MTL_EDGE_BUSY_LOAD": "-1"})
+                          env={**os.environ, "MTL_EDGE_BUSY_LOAD": "-1", "MTL_EDGE_SETTLE_S": "0.2"})
     assert proc.returncode == 2, proc.stderr[-1500:]
     assert "busy" in proc.stderr and "--allow-busy" in proc.stderr
     assert {p.name: p.read_bytes() for p in results.iterdir()} == before  # nothing written
