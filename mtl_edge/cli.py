@@ -16,7 +16,7 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.cli_options import (Cache, Corpus, Hidden, HopMs, Model, NMels, OnBadAudio, Weighting, WinMs,
+from mtl_edge.cli_options import (Cache, Corpus, Hidden, HopMs, Model, ModelArgs, NMels, OnBadAudio, Weighting, WinMs,
                                   check_policy, feature_config, train_config)
 
 app = typer.Typer(
@@ -156,6 +156,7 @@ def train(
     single: Annotated[bool, typer.Option("--single", help="Also train one single-task baseline per task (same config and seed).")] = False,
     model: Model = "dnn",
     hidden: Hidden = "512,512,512",
+    model_args: ModelArgs = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
     weighting: Weighting = "uniform",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
@@ -175,7 +176,7 @@ def train(
     from mtl_edge.train.models import model_entry
     from mtl_edge.train.run import train_run
 
-    cfg = train_config(model, hidden, seed, weighting, epochs)
+    cfg = train_config(model, hidden, seed, weighting, epochs, model_args)
     if steps:
         from dataclasses import replace
 

@@ -18,6 +18,7 @@ from mtl_edge.features.logmel import FeatureConfig
 Corpus = Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")]
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
+ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
 Weighting = Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")]
 
 OnBadAudio = Annotated[
@@ -51,7 +52,7 @@ def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> 
     return resolve_config(corpus, "features", {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}, cache)
 
 
-def train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int | None):
+def train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int | None, model_args: str | None = None):
     from mtl_edge.train.trainer import TrainConfig
 
     try:
@@ -59,4 +60,17 @@ def train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int
     except ValueError:
         raise MtlEdgeError(f"--hidden takes comma-separated widths such as 256,256,256, not {hidden!r}") from None
     extra = {"epochs": epochs} if epochs else {}
+    if model_args:
+        extra["model_args"] = parse_model_args(model_args)
     return TrainConfig(model=model, hidden=widths, seed=seed, weighting=weighting, **extra)
+
+
+def parse_model_args(text: str) -> dict[str, int]:
+    """``channels=16,blocks=2`` -> {"channels": 16, "blocks": 2} (the model checks the names)."""
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip().lstrip("-").isdigit():
+            raise MtlEdgeError(f"--model-args takes k=v pairs of integers such as channels=16,blocks=2, not {part!r}")
+        out[key.strip()] = int(value)
+    return out

@@ -153,3 +153,16 @@ def specs_from_checkpoint(info: dict) -> dict[str, TaskSpec]:
     if stored:
         return {t: TaskSpec.from_json(d) for t, d in stored.items()}
     return {t: corpus_task_spec(t, list(names)) for t, names in info.get("labels", {}).items()}
+
+
+# The WaveNet family's auxiliary tasks (Lee et al. 2019; mtl_edge.train.wavenet reads the head option).
+@register_task("next_step")
+def next_step() -> TaskSpec:
+    """Predict sample t+1 from the trunk at t (MSE), on every clip of each split."""
+    return TaskSpec("next_step", kind="reconstruction", loss="mse", options={"wavenet_head": "next_step"})
+
+
+@register_task("upsampling")
+def upsampling() -> TaskSpec:
+    """Rebuild the 16 kHz clip from its 4 kHz version (smooth L1), on every clip of each split."""
+    return TaskSpec("upsampling", kind="reconstruction", loss="smooth_l1", options={"wavenet_head": "upsampling"})

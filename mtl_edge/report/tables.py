@@ -25,14 +25,23 @@ def render_metrics(metrics: dict, console=None) -> None:
     for side in (["single", "multi", "delta"] if has_single else ["multi"]):
         table.add_column(f"{side} acc", justify="right")
         table.add_column(f"{side} macro-F1", justify="right")
+    others = []  # tasks without accuracy (reconstruction heads): their own metrics below the table
     for task, entry in metrics["tasks"].items():
+        if "accuracy" not in entry.get("multi", entry.get("single", {})):
+            others.append(task)
+            continue
         cells = [task, str(entry.get("test_samples", entry.get("samples", "")))]
         for side in (["single", "multi", "delta"] if has_single else ["multi"]):
             for metric in ("accuracy", "macro_f1"):
-                value = entry[side][metric]
+                value = entry.get(side, {}).get(metric)
                 cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
         table.add_row(*cells)
     console.print(table)
+    for task in others:
+        entry = metrics["tasks"][task]
+        sides = [f"{side} " + ", ".join(f"{k} {v:.4g}" for k, v in entry[side].items() if isinstance(v, (int, float)))
+                 for side in ("single", "multi") if side in entry]
+        console.print(f"{task} ({entry.get('kind', 'reconstruction')}): {'; '.join(sides)}", highlight=False)
 
 
 def render_table(report: dict[str, Any]) -> None:

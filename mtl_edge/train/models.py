@@ -177,3 +177,7 @@ def dnn(input_dim: int, tasks: dict[str, int], hidden: list[int] | tuple[int, ..
     if len(hidden) != 3 or len(set(hidden)) != 1 or hidden[0] not in (128, 256, 512):
         raise MtlEdgeError(f"the dnn model has 3 hidden layers of equal width 128, 256 or 512, not {list(hidden)}")
     return SharedDNN(int(input_dim), {str(k): int(v) for k, v in tasks.items()}, hidden, float(dropout))
+
+
+# The other model families register themselves in their own modules (imported here, after the registry exists).
+from mtl_edge.train import wavenet  # noqa: E402,F401

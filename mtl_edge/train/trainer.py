@@ -52,12 +52,15 @@ class TrainConfig:
     weighting: str = "uniform"
     seed: int = 0
     steps: int = 0  # > 0: exactly this many optimizer steps, no early stopping (epochs, patience unused)
+    model_args: dict = field(default_factory=dict)  # the model family's own size options (e.g. wavenet channels)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
         if not self.steps:  # configs (and resumable states) written before step budgets stay equal
             del d["steps"]
+        if not self.model_args:  # likewise before model options
+            del d["model_args"]
         return d
 
     def epochs_for(self, batches_per_epoch: int) -> int:

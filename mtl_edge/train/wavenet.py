@@ -1,0 +1,189 @@
+"""WaveNet trunk on raw 16 kHz audio with self-supervised auxiliary heads (Lee et al. 2019).
+
+The trunk: a causal 1x1 convolution, then ``blocks`` x ``layers`` dilated causal convolutions
+(kernel 2, dilations 1, 2, ..., 2^(layers-1) within each block) with gated activations
+tanh(W_f * x) * sigmoid(W_g * x) and residual connections; ``channels`` wide. The paper's
+supplement: 3 blocks of 6 layers, 64 channels (the defaults).
+
+Heads, each as small as the task allows (the paper's Table 3):
+
+- a labelled task (audio tagging, or any classification task of the corpus): mean pool over time,
+  one hidden layer of 512, the outputs;
+- ``next_step``: two 1x1 convolutions (128, then 1) with a ReLU between; the output at sample t is
+  the prediction made from the trunk at t-1, so the head "rebuilds the input" one step ahead and the
+  reconstruction loss against the input is the next-step loss (sample 0 is predicted as 0);
+- ``upsampling``: its own trunk pass on the clip averaged down to 4 kHz and repeated back to 16 kHz,
+  then two convolutions (128, filter width 11) back to the original samples;
+- any other reconstruction task: the same head on the clean trunk output (an autoencoder).
+
+A task's head is chosen by its spec: ``TaskSpec.options["wavenet_head"]`` (``next_step`` or
+``upsampling``: the self-supervised tasks of those names in ``mtl_edge.tasks``), else by its kind. Denoising (noise from real background recordings of the training
+split) needs data the model does not see and is not here yet.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.tasks import TaskSpec
+from mtl_edge.train.models import MultiTaskModel, register_model
+
+UPSAMPLING_FACTOR = 4  # 16 kHz -> 4 kHz -> 16 kHz
+
+
+class CausalConv1d(nn.Conv1d):
+    """A 1-D convolution whose output at t sees inputs up to t only (left zero padding)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+        super().__init__(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.left = dilation * (kernel_size - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.pad(x, (self.left, 0)))
+
+
+class GatedResidualLayer(nn.Module):
+    """tanh(W_f * x) * sigmoid(W_g * x), projected by a 1x1 convolution and added to the input."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.filter = CausalConv1d(channels, channels, 2, dilation)
+        self.gate = CausalConv1d(channels, channels, 2, dilation)
+        self.project = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(torch.tanh(self.filter(x)) * torch.sigmoid(self.gate(x)))
+
+
+class WaveNetTrunk(nn.Module):
+    """(batch, samples) -> (batch, channels, samples), causal."""
+
+    def __init__(self, channels: int = 64, blocks: int = 3, layers: int = 6):
+        super().__init__()
+        self.input = CausalConv1d(1, channels, 1)
+        self.layers = nn.Sequential(*[GatedResidualLayer(channels, 2 ** i) for _ in range(blocks) for i in range(layers)])
+
+    @property
+    def receptive_field(self) -> int:
+        return 1 + sum(layer.filter.left for layer in self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.input(x.unsqueeze(1)))
+
+
+def downsample_repeat(x: torch.Tensor, factor: int = UPSAMPLING_FACTOR) -> torch.Tensor:
+    """The clip averaged over ``factor`` samples and each mean repeated ``factor`` times (the paper's
+    upsampling input); a tail shorter than ``factor`` keeps its own mean."""
+    n = x.shape[-1]
+    full = n - n % factor
+    parts = [x[..., :full].reshape(*x.shape[:-1], -1, factor).mean(dim=-1).repeat_interleave(factor, dim=-1)]
+    if full < n:
+        parts.append(x[..., full:].mean(dim=-1, keepdim=True).expand(*x.shape[:-1], n - full))
+    return torch.cat(parts, dim=-1)
+
+
+class ReconstructionHead(nn.Module):
+    """Two convolutions (``hidden`` channels, then 1) with a ReLU between: trunk output -> samples."""
+
+    def __init__(self, channels: int, hidden: int = 128, width: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv1d(channels, hidden, width, padding=width // 2), nn.ReLU(),
+                                 nn.Conv1d(hidden, 1, width, padding=width // 2))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h).squeeze(1)
+
+
+class TaggingHead(nn.Module):
+    """Mean over time, one hidden layer, the outputs."""
+
+    def __init__(self, channels: int, outputs: int, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.mean(dim=-1))
+
+
+class WaveNet(MultiTaskModel):
+    """The shared WaveNet trunk with one head per task; ``heads_of`` says which input each head reads."""
+
+    input_kind = "waveform"
+
+    def __init__(self, input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
+                 tag_hidden: int = 512, aux_hidden: int = 128):
+        super().__init__()
+        self.input_dim = int(input_dim)
+        self.trunk = WaveNetTrunk(channels, blocks, layers)
+        self.head_kinds = {t: _head_kind(spec) for t, spec in tasks.items()}
+        heads = {}
+        for task, spec in tasks.items():
+            kind = self.head_kinds[task]
+            if kind == "tagging":
+                heads[task] = TaggingHead(channels, int(spec["outputs"]), tag_hidden)
+            else:  # the paper: 1x1 convolutions for next-step, filter width 11 for the corrupted inputs
+                heads[task] = ReconstructionHead(channels, aux_hidden, 1 if kind in ("next_step", "autoencoder") else 11)
+        self.heads = nn.ModuleDict(heads)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return list(self.trunk.parameters())
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        return torch.zeros(batch, self.input_dim)
+
+    def _head(self, task: str, clean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        kind = self.head_kinds[task]
+        if kind == "upsampling":  # its own trunk pass on the degraded input, as in the paper
+            return self.heads[task](self.trunk(downsample_repeat(x)))
+        out = self.heads[task](clean)
+        if kind == "next_step":  # output t = the prediction made at t-1
+            return nn.functional.pad(out[..., :-1], (1, 0))
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        clean = self.trunk(x)
+        return {task: self._head(task, clean, x) for task in self.heads}
+
+    def task_outputs(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        clean = self.trunk(x)
+        return {task: self._head(task, clean[mask], x[mask]) for task, mask in masks.items()}
+
+
+def _head_kind(spec: dict) -> str:
+    if spec["kind"] == "reconstruction":
+        return spec.get("head") or "autoencoder"
+    return "tagging"
+
+
+SIZE_OPTIONS = ("channels", "blocks", "layers", "tag_hidden", "aux_hidden")
+
+
+def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> dict:
+    """Build args: the task heads, and the size from ``TrainConfig.model_args`` (default: the paper's)."""
+    size = {**(getattr(cfg, "model_args", None) or {}), **size}
+    unknown = sorted(set(size) - set(SIZE_OPTIONS))
+    if unknown:
+        raise MtlEdgeError(f"wavenet: unknown model option(s) {', '.join(unknown)}; options: {', '.join(SIZE_OPTIONS)}")
+    bad = [f"{k}={v!r}" for k, v in size.items() if not (isinstance(v, int) and v >= 1)]
+    if bad:
+        raise MtlEdgeError(f"wavenet: model options are positive integers, not {', '.join(bad)}")
+    return {"input_dim": int(input_dim), **size,
+            "tasks": {t: {"kind": s.kind, "outputs": s.outputs, "head": s.options.get("wavenet_head", "")}
+                      for t, s in specs.items()}}
+
+
+def _tiny_args(input_dim, specs):
+    return _wavenet_args(input_dim, specs, channels=4, blocks=2, layers=3, tag_hidden=8, aux_hidden=8)
+
+
+@register_model("wavenet", input_kind="waveform", task_kinds=("classification", "reconstruction"),
+                build_args=_wavenet_args, tiny_args=_tiny_args, tiny_input_dim=400)
+def wavenet(input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
+            tag_hidden: int = 512, aux_hidden: int = 128) -> WaveNet:
+    return WaveNet(input_dim, tasks, channels, blocks, layers, tag_hidden, aux_hidden)
+
