@@ -124,3 +124,16 @@ def test_the_table_shows_reconstruction_tasks_with_their_own_metrics():
     text = buffer.getvalue()
     assert "scene" in text and "0.800" in text
     assert "next_step (reconstruction): multi loss 0.0053, mse 0.0053, relative_rmse 1.04" in text
+
+
+def test_inference_batches_keep_activations_small():
+    from mtl_edge.train.trainer import predict
+
+    model = _model()  # 800 samples x 4 channels: 312 clips per call
+    assert model.predict_batch == 1_000_000 // (800 * 4)
+    paper = create_model("wavenet", **model_entry("wavenet").build_args(16000, {"scene": SPECS["scene"]}))
+    assert paper.predict_batch == 1  # 16000 samples x 64 channels
+    x = np.random.default_rng(0).standard_normal((5, 800)).astype(np.float32)
+    whole, rows = predict(model, x), predict(model, x, batch=1)
+    for task in whole:
+        np.testing.assert_allclose(whole[task], rows[task], rtol=1e-5, atol=1e-6)

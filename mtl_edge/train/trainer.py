@@ -86,8 +86,9 @@ class FitResult:
 def predict(model: nn.Module, features: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
     """Outputs of every task for every row of ``features`` (the model inputs; eval mode, no gradients)."""
     model.eval()
-    if batch is None:  # ~16 MB of input per call: 4096 summary vectors, a few hundred waveforms
-        batch = max(16, min(4096, 4_000_000 // max(1, features.shape[1] if features.ndim > 1 else 1)))
+    if batch is None:  # the model's own (a conv trunk's activations are many times its input), else ~16 MB of input
+        batch = getattr(model, "predict_batch", None) or \
+            max(16, min(4096, 4_000_000 // max(1, features.shape[1] if features.ndim > 1 else 1)))
     outs: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for i in range(0, len(features), batch):
