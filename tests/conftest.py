@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +89,36 @@ def tiny_corpus(tmp_path_factory):
 
     _require("espeak-ng", "espeak-ng")
     return build_demo(DemoConfig(scale=0.03, seed=0), tmp_path_factory.mktemp("tiny") / "corpus", workers=2).folder
+
+
+# `python -m mtl_edge` with SIGINT raising KeyboardInterrupt even where pytest runs with SIGINT ignored (a
+# background job of a non-interactive shell inherits the ignore). Set in the child's Python, not in a
+# preexec_fn (a fork of this multithreaded process may deadlock).
+CTRL_C_ABLE = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                                     "runpy.run_module('mtl_edge', run_name='__main__', alter_sys=True)"]
+
+
+def interrupt_when(argv: list[str], started, what: str, limit: float = 600, while_frozen=None
+                   ) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``argv`` in its own process group; once ``started()`` is true, freeze the group (SIGSTOP), call
+    ``while_frozen()`` (e.g. to check it is mid-run), SIGINT it as a terminal's Ctrl-C would, let it run on.
+    Event-driven rather than timed, so a loaded machine cannot let the command finish first.
+    Returns the finished process and its process group."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + limit
+        while proc.poll() is None and not started():
+            assert time.monotonic() < deadline, f"{what}: not seen within {limit:.0f} s"
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the command ended before {what}: {proc.stderr.read()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if while_frozen is not None:
+            while_frozen()
+        os.killpg(proc.pid, signal.SIGINT)  # pending until the group runs again
+        os.killpg(proc.pid, signal.SIGCONT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr), proc.pid

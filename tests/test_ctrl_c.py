@@ -7,42 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import CTRL_C_ABLE, interrupt_when
 from mtl_edge.export.manifest import read_manifest
 
-# `python -m mtl_edge` with SIGINT raising KeyboardInterrupt even where pytest runs with SIGINT ignored
 pytestmark = pytest.mark.slow  # each runs a real export or corpus build twice
-
-CTRL_C_ABLE = [sys.executable, "-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                                     "runpy.run_module('mtl_edge', run_name='__main__', alter_sys=True)"]
-
-
-def _interrupt_when(argv: list[str], started, what: str, limit: float = 600) -> tuple[subprocess.CompletedProcess, int]:
-    """Run ``argv``; once ``started()`` is true, freeze its process group, SIGINT it, let it run on.
-    Returns the finished process and its process group."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + limit
-        while proc.poll() is None and not started():
-            assert time.monotonic() < deadline, f"{what}: not seen within {limit:.0f} s"
-            time.sleep(0.02)
-        assert proc.poll() is None, f"the command ended before {what}: {proc.stderr.read()[-2000:]}"
-        os.killpg(proc.pid, signal.SIGSTOP)
-        os.killpg(proc.pid, signal.SIGINT)  # pending until the group runs again
-        os.killpg(proc.pid, signal.SIGCONT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr), proc.pid
 
 
 def _group_gone(pgid: int, limit: float = 60) -> bool:
@@ -75,7 +49,7 @@ def test_ctrl_c_during_export_leaves_nothing_and_keeps_an_earlier_export(small_r
     argv = [*CTRL_C_ABLE, "export", str(small_run), "--format", "onnx", "--quantize", "fp32,fp16,int8-dynamic",
             "--allow-degraded"]
     first_artefact = lambda: any(small_run.glob(".export.*.partial/onnx/*.onnx"))  # noqa: E731
-    cut, _ = _interrupt_when(argv, first_artefact, "the first artefact")
+    cut, _ = interrupt_when(argv, first_artefact, "the first artefact")
     assert cut.returncode == 130, cut.stderr[-2000:]
     assert "interrupted: nothing was written to" in cut.stderr and "Traceback" not in cut.stderr
     assert not (small_run / "export").exists() and _partials(small_run) == []
@@ -85,7 +59,7 @@ def test_ctrl_c_during_export_leaves_nothing_and_keeps_an_earlier_export(small_r
     artefacts = read_manifest(small_run / "export")["artefacts"]
     assert {a["model"] for a in artefacts} == {"multi", "single:kws", "single:scene"}
     # interrupted while rebuilding in place: the finished export stays as it was
-    cut, _ = _interrupt_when(argv, first_artefact, "the first artefact of the rebuild")
+    cut, _ = interrupt_when(argv, first_artefact, "the first artefact of the rebuild")
     assert cut.returncode == 130, cut.stderr[-2000:]
     assert (small_run / "export" / "manifest.json").read_bytes() == manifest_bytes
     assert _partials(small_run) == []
@@ -97,7 +71,7 @@ def test_ctrl_c_during_a_two_worker_demo_build_leaves_nothing_and_a_rerun_builds
     out = tmp_path / "corpus"
     argv = [*CTRL_C_ABLE, "data", "demo", "--out", str(out), "--scale", "0.03", "--workers", "2"]
     rendering = lambda: any(tmp_path.glob(".corpus.*.partial/audio/*/*/*.wav"))  # noqa: E731
-    cut, group = _interrupt_when(argv, rendering, "the first rendered clip")
+    cut, group = interrupt_when(argv, rendering, "the first rendered clip")
     assert cut.returncode == 130, cut.stderr[-2000:]
     assert "interrupted: nothing was written to" in cut.stderr
     assert _group_gone(group), "a rendering worker outlived the interrupted build"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import CTRL_C_ABLE, interrupt_when
 from mtl_edge.cli import app
 from mtl_edge.research.runs import RunSpec
 from mtl_edge.research.sweep import plan_runs
@@ -208,45 +209,23 @@ def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_p
     assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
 
 
-# `python -m mtl_edge` with SIGINT raising KeyboardInterrupt even where this test runs with SIGINT
-# ignored (a background job of a non-interactive shell: the ignore is inherited). Set in the child's
-# Python, not in a preexec_fn (a fork of this multithreaded process may deadlock).
-CTRL_C_ABLE = ["-c", "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                     "runpy.run_module('mtl_edge', run_name='__main__', alter_sys=True)"]
-
-
 def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):
     """SIGINT (a terminal's Ctrl-C, to the whole process group) while the second run trains.
 
     Event-driven, not timed: the sweep is frozen (SIGSTOP) as soon as the second run has saved its
     first epoch, checked to be mid-run, and only then interrupted, so a loaded machine cannot let
     the run finish before the signal lands."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     out = tmp_path / "cut"
     args = ["--tasks", "scene", "--combos", "singles", "--seeds", "2", "--steps", "150", "--hidden", "128,128,128"]
-    proc = subprocess.Popen([sys.executable, *CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args,
-                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
     first, second = out / "runs/scene/seed0", out / "runs/scene/seed1"
-    try:
-        deadline = time.time() + 600  # the sweep builds the feature cache first: minutes on a loaded machine
-        while time.time() < deadline and proc.poll() is None and not (second / "state.pt").exists():
-            time.sleep(0.02)
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGSTOP)
+
+    def mid_run():
         assert (second / "state.pt").exists() and not (second / "status.json").exists(), "not mid-run"
-        os.killpg(proc.pid, signal.SIGINT)  # pending until the group runs again
-        os.killpg(proc.pid, signal.SIGCONT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+
+    # the sweep builds the feature cache first: minutes on a loaded machine
+    proc, _ = interrupt_when([*CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args, "--workers", "1"],
+                             lambda: (second / "state.pt").exists(), "the second run's first epoch", while_frozen=mid_run)
+    stderr = proc.stderr
     assert proc.returncode == 1 and "interrupted: 1 run(s) unfinished" in stderr
     assert json.loads((first / "status.json").read_text())["status"] == "done"
     assert not (second / "status.json").exists() and not (second / "metrics.json").exists()
@@ -434,13 +413,12 @@ def test_ctrl_c_on_ray_cancels_the_runs_in_flight_and_a_rerun_finishes(tiny, ray
     import os
     import signal
     import subprocess
-    import sys
     import time
 
     out = tmp_path / "cut"
     run = out / "runs/scene/seed0"
     args = ["--tasks", "scene", "--combos", "singles", "--seeds", "1", "--steps", "150", "--hidden", "128,128,128"]
-    command = [sys.executable, *CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args,
+    command = [*CTRL_C_ABLE, "sweep", "--corpus", str(tiny), "--out", str(out), *args,
                "--executor", "ray", "--address", ray_cluster.address]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     workers = []
