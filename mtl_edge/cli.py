@@ -16,8 +16,9 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.cli_options import (Cache, Corpus, Hidden, HopMs, Model, ModelArgs, NMels, OnBadAudio, Weighting, WinMs,
-                                  check_policy, feature_config, train_config)
+from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Hidden, HopMs, Model, ModelArgs,
+                                  NMels, OnBadAudio, Weighting, WinMs, augment_json, check_policy, feature_config,
+                                  train_config)
 
 app = typer.Typer(
     name="mtl-edge",
@@ -68,9 +69,10 @@ def _report_skipped(skipped: list[str]) -> None:
 @cli_command
 def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
-    scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,350 clips); smaller for tests.")] = 1.0,
+    scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,600 clips); smaller for tests.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
     voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
+    unseen_speakers: Annotated[int, typer.Option("--unseen-speakers", min=0, help="Voices held out of training, alternately female and male: their speech forms the test_unseen_speakers split.")] = 2,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a complete corpus with the same settings exists.")] = False,
 ):
@@ -78,7 +80,8 @@ def data_demo(
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
 
     try:
-        result = build_demo(DemoConfig(scale=scale, seed=seed, voices=voices), out, workers=workers, force=force)
+        config = DemoConfig(scale=scale, seed=seed, voices=voices, unseen_speakers=unseen_speakers)
+        result = build_demo(config, out, workers=workers, force=force)
     except KeyboardInterrupt:  # the corpus is built under a temporary name, removed on the way out
         typer.echo(f"interrupted: nothing was written to {out} (a corpus already there is kept); run the same "
                    "command again to build it", err=True)
@@ -162,6 +165,9 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Exactly this many optimizer steps, no early stopping (as a sweep's runs; default: epochs with early stopping).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
+    augment: Augment = None,
+    augment_copies: AugmentCopies = 2,
+    augment_tasks: AugmentTasks = None,
     cache: Cache = None,
     n_mels: NMels = None,
     win_ms: WinMs = None,
@@ -176,11 +182,13 @@ def train(
     from mtl_edge.train.models import model_entry
     from mtl_edge.train.run import train_run
 
+    from dataclasses import replace
+
     cfg = train_config(model, hidden, seed, weighting, epochs, model_args)
     if steps:
-        from dataclasses import replace
-
         cfg = replace(cfg, steps=steps)
+    if augment or augment_tasks:
+        cfg = replace(cfg, augment=augment_json(augment, augment_copies, augment_tasks, seed))
     kind = model_entry(cfg.model).input_kind
     if kind == "features":
         input_config = feature_config(corpus, cache, n_mels, win_ms, hop_ms)
@@ -542,7 +550,14 @@ def demo(
     result = build_demo(DemoConfig(scale=scale, seed=seed), out)
     typer.echo(result.summary())
     render_table(describe_corpus(out))
-    run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed, steps=steps), single=True, resume=True)
+    from mtl_edge.features.augment import AugmentConfig
+
+    # kws is augmented (pitch, rate, gain, the corpus's training backgrounds): it is scored on voices
+    # no training clip has (test_unseen_speakers) too; speaker identity and scene are not (pitch and
+    # mixed-in backgrounds change their labels)
+    augment = AugmentConfig(copies=2, tasks=("kws",), seed=seed).to_json()
+    run = train_run(out, parse_tasks(DEMO_TASKS), runs, TrainConfig(seed=seed, steps=steps, augment=augment),
+                    single=True, resume=True)
     render_metrics(run.metrics)
     from mtl_edge.export import export_run
 

@@ -16,7 +16,7 @@ from mtl_edge.data.manifest import read_manifest
 from mtl_edge.errors import MissingSourceError, MtlEdgeError
 
 EXPECTED_CLASSES = {
-    "kws": 12, "speaker": 10, "gender": 2, "instrument": 8, "music_speech": 3, "scene": 5, "event": 7, "vad": 2,
+    "kws": 12, "speaker": 8, "gender": 2, "instrument": 8, "music_speech": 3, "scene": 5, "event": 7, "vad": 2,
 }
 
 
@@ -33,7 +33,53 @@ def test_every_task_has_its_classes_in_every_split(demo_corpus):
     genders = {r.label for r in manifest.rows_for("gender")}
     assert genders == {"female", "male"}
     speaker_gender = {r.extra["source"].split(":")[0]: r.label for r in manifest.rows_for("gender")}
-    assert Counter(speaker_gender.values()) == {"female": 5, "male": 5}
+    assert Counter(speaker_gender.values()) == {"female": 5, "male": 5}  # the ten voices, two of them held out
+
+
+def test_two_voices_are_heard_only_in_the_unseen_speakers_split(demo_corpus):
+    """One female and one male voice speak in test_unseen_speakers and nowhere else; those clips carry
+    kws, gender and the clip-level tasks but no speaker label (speaker identification is closed-set)."""
+    manifest = read_manifest(demo_corpus)
+    info = json.loads((demo_corpus / "demo.json").read_text())
+    held_out = info["unseen_speakers"]
+    voice = {sid: v[0] for sid, v in sources.MBROLA_SPEAKERS.items()}
+    assert sorted(sources.MBROLA_SPEAKERS[s][1] for s in held_out) == ["female", "male"]
+    voices_by_split = defaultdict(set)
+    tasks_by_split = defaultdict(set)
+    for r in manifest.rows:
+        if r.extra["kind"] == "speech":
+            voices_by_split[r.split].add(r.extra["source"].split(":")[0])
+        tasks_by_split[r.split].add(r.task)
+    assert voices_by_split["test_unseen_speakers"] == {voice[s] for s in held_out}
+    for split in ("train", "validation", "test"):
+        assert not voices_by_split[split] & voices_by_split["test_unseen_speakers"], split
+        assert len(voices_by_split[split]) == 8
+    assert tasks_by_split["test_unseen_speakers"] == {"kws", "gender", "music_speech", "vad", "scene"}
+    assert set(manifest.labels("speaker")) == set(sources.MBROLA_SPEAKERS) - set(held_out)
+    unseen = [r for r in manifest.rows_for("kws") if r.split == "test_unseen_speakers"]
+    test = [r for r in manifest.rows_for("kws") if r.split == "test" and r.label != "_silence_"]
+    assert len(unseen) == len(test)  # as many clips as the test split's speech
+    assert {r.label for r in unseen} == set(manifest.labels("kws")) - {"_silence_"}
+
+
+def test_held_out_voices_come_from_the_seed_and_can_be_turned_off():
+    a = builder.unseen_speakers(DemoConfig(seed=0), sources.MBROLA_SPEAKERS)
+    assert a == builder.unseen_speakers(DemoConfig(seed=0), sources.MBROLA_SPEAKERS)
+    drawn = {tuple(builder.unseen_speakers(DemoConfig(seed=s), sources.MBROLA_SPEAKERS)) for s in range(6)}
+    assert len(drawn) > 1
+    specs = plan_corpus(DemoConfig(scale=0.05, unseen_speakers=0), sources.MBROLA_SPEAKERS)
+    assert {s["split"] for s in specs} == {"train", "validation", "test"}
+    assert len({s["speaker"] for s in specs if s["kind"] == "speech" and s["split"] == "train"}) == 10
+    with pytest.raises(MtlEdgeError, match="at least two voices of each gender"):
+        builder.unseen_speakers(DemoConfig(unseen_speakers=8), sources.MBROLA_SPEAKERS)
+
+
+def test_words_are_spoken_in_several_styles_and_a_wide_range_of_rates():
+    specs = [s for s in plan_corpus(DemoConfig(scale=0.3), sources.MBROLA_SPEAKERS) if s["kind"] == "speech"]
+    assert {s["style"] for s in specs} == set(builder.SPEAKING_STYLES)
+    for speaker in {s["speaker"] for s in specs}:
+        rates = [s["rate"] for s in specs if s["speaker"] == speaker]
+        assert max(rates) / min(rates) > 1.6, speaker
 
 
 def test_clips_are_one_second_16k_and_not_digitally_silent(demo_corpus):
@@ -84,9 +130,9 @@ def test_plan_is_deterministic_for_a_seed_and_differs_between_seeds():
     assert a != c
 
 
-def test_full_scale_plan_has_about_5000_clips_and_100_per_class():
+def test_full_scale_plan_has_about_5600_clips_and_100_per_class():
     specs = plan_corpus(DemoConfig(scale=1.0), sources.MBROLA_SPEAKERS)
-    assert 4500 <= len(specs) <= 5500
+    assert 5000 <= len(specs) <= 6000
     counts = defaultdict(Counter)
     for spec in specs:
         for task, label in spec["labels"].items():

@@ -155,6 +155,8 @@ def test_csv_like_text_is_a_manifest_or_a_manifest_error(lines):
         (HEADER + "a.wav,kws,yes,train\nb.wav,kws,  ,test\n", "line 3: empty 'label'"),
         (HEADER + "a.wav,,yes,train\n", "line 2: empty 'task'"),
         (HEADER + "a.wav,kws,yes,train\nb.wav,kws,no,dev\n", "line 3: unknown split 'dev'"),
+        (HEADER + "a.wav,kws,yes,train\nb.wav,kws,no,test-voices\n", "or test_<name> for a further held-out test split"),
+        (HEADER + "a.wav,kws,yes,train\nb.wav,kws,no,test_\n", "line 3: unknown split 'test_'"),
         (HEADER + "a.wav,kws,yes,train\na.wav,kws,no,train\n", "line 3: duplicated path a.wav for task 'kws' (first on line 2)"),
         (HEADER + "a.wav,kws,yes,train\na.wav,spk,s1,test\n", "line 3: a.wav is in split 'test' here but 'train' on line 2"),
         (HEADER + "/data/a.wav,kws,yes,train\n", "line 2: path '/data/a.wav' must be relative"),
@@ -166,6 +168,14 @@ def test_malformed_manifest(text, message):
     with pytest.raises(ManifestError) as info:
         parse(text)
     assert message in str(info.value)
+
+
+def test_further_test_splits_come_after_test_in_name_order():
+    manifest = parse(HEADER + "a.wav,kws,yes,train\nb.wav,kws,no,test_zz\nc.wav,kws,no,test_unseen_speakers\n"
+                     "d.wav,kws,yes,test\n")
+    assert manifest.splits == ["train", "validation", "test", "test_unseen_speakers", "test_zz"]
+    assert manifest.extra_test_splits == ["test_unseen_speakers", "test_zz"]
+    assert parse(HEADER + "a.wav,kws,yes,train\n").extra_test_splits == []
 
 
 def test_unbalanced_quote_names_a_line():

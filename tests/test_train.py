@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from mtl_edge.cli import app
+from mtl_edge.data.manifest import read_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.checkpoint import load_checkpoint, load_payload
 from mtl_edge.train.metrics import classification_metrics, delta
@@ -154,6 +155,32 @@ def test_train_writes_the_run(trained_run):
     assert curves[0] == "epoch,batch,task,loss,samples"
     assert {line.split(",")[2] for line in curves[1:]} == {"kws", "speaker", "scene", "instrument"}
     assert "single acc" in output and "multi acc" in output and "instrument" in output
+
+
+def test_held_out_voices_are_scored_beside_the_test_split(trained_run, demo_corpus):
+    """kws and scene have clips of the held-out voices; speaker (closed-set) and instrument have none.
+    The figures are those `evaluate --split test_unseen_speakers` computes from the checkpoints."""
+    out, output = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_unseen = sum(1 for r in read_manifest(demo_corpus).rows_for("kws") if r.split == "test_unseen_speakers")
+    assert n_unseen > 0
+    for task in ("kws", "scene"):
+        part = metrics["tasks"][task]["test_unseen_speakers"]
+        assert part["samples"] == n_unseen
+        assert set(part) == {"multi", "single", "delta", "samples"}
+        assert part["delta"]["accuracy"] == pytest.approx(part["multi"]["accuracy"] - part["single"]["accuracy"])
+    for task in ("speaker", "instrument"):
+        assert "test_unseen_speakers" not in metrics["tasks"][task]
+    assert "kws (test_unseen_speakers)" in output and "speaker (test_unseen_speakers)" not in output
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(demo_corpus), "--split", "test_unseen_speakers"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads((out / "evaluations" / f"{demo_corpus.name}-test_unseen_speakers.json").read_text())
+    for task in ("kws", "scene"):
+        for side in ("multi", "single"):
+            assert evaluated["tasks"][task][side]["accuracy"] == pytest.approx(
+                metrics["tasks"][task]["test_unseen_speakers"][side]["accuracy"])
+    result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(demo_corpus), "--split", "test_nosuch"])
+    assert result.exit_code != 0 and "has no 'test_nosuch' split" in result.output
 
 
 def test_baselines_use_the_identical_config(trained_run):
@@ -380,6 +407,25 @@ def test_resume_with_a_changed_config_is_refused_naming_the_difference(demo_corp
     with pytest.raises(MtlEdgeError, match=r"\(tasks: saved \['scene'\], now \['scene', 'kws'\]\)"):
         fit(data, TrainConfig(hidden=(128, 128, 128), epochs=1), tmp_path / "r", resume=True)
     assert (tmp_path / "r" / "state.pt").read_bytes() == before  # the saved state is left as it was
+
+
+def test_resume_on_a_rebuilt_corpus_is_refused(tiny_corpus, tmp_path):
+    """A corpus rebuilt at the same path (another recipe: other clips, other labels) is another corpus:
+    resuming would score old models on new data."""
+    import shutil
+
+    from mtl_edge.train.run import train_run
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus, ignore=shutil.ignore_patterns(".features"))
+    cfg = TrainConfig(hidden=(128, 128, 128), steps=2)
+    train_run(corpus, ["kws"], tmp_path / "run", cfg, workers=1, processes=1)
+    train_run(corpus, ["kws"], tmp_path / "run", cfg, workers=1, processes=1, resume=True)  # unchanged: resumes
+    manifest = corpus / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer
+    with pytest.raises(MtlEdgeError, match="trained on another version of"):
+        train_run(corpus, ["kws"], tmp_path / "run", cfg, workers=1, processes=1, resume=True)
 
 
 def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from mtl_edge.data.audio import BAD_AUDIO_POLICIES, Audio, load_or_skip
-from mtl_edge.data.manifest import MANIFEST_NAME, SPLITS, Manifest, Row, read_manifest
+from mtl_edge.data.manifest import MANIFEST_NAME, SPLITS, Manifest, Row, is_split, order_splits, read_manifest
 from mtl_edge.errors import ManifestError
 
 ACTIVITY_COLUMN = "activity"
@@ -138,7 +138,7 @@ def describe_corpus(corpus: str | Path, on_bad_audio: str = "fail", splits: tupl
     tasks over those splits' rows only (regression features use ``("train",)``: a feature must not
     see validation or test labels); the corpus-level leak check always covers every split.
     """
-    unknown = [s for s in splits or () if s not in SPLITS]
+    unknown = [s for s in splits or () if not is_split(s)]
     if unknown:
         raise ValueError(f"unknown split(s) {', '.join(unknown)}; splits: {', '.join(SPLITS)}")
     if on_bad_audio not in BAD_AUDIO_POLICIES:
@@ -243,7 +243,7 @@ def _describe_corpus_level(manifest: Manifest, stats: dict[str, ClipStats], skip
         by_hash[stats[path].sha256].append(path)
     leaks = []
     for digest, paths in by_hash.items():
-        splits = sorted({split_of[p] for p in paths}, key=SPLITS.index)
+        splits = order_splits({split_of[p] for p in paths})
         if len(splits) > 1:
             leaks.append({"sha256": digest, "splits": splits, "paths": paths})
     leaks.sort(key=lambda d: d["paths"][0])
@@ -262,7 +262,7 @@ def _describe_corpus_level(manifest: Manifest, stats: dict[str, ClipStats], skip
 
 def _per_split(splits) -> dict[str, int]:
     counts = Counter(splits)
-    return {s: counts.get(s, 0) for s in SPLITS}
+    return {s: counts.get(s, 0) for s in order_splits([*SPLITS, *counts])}  # extra test splits only when present
 
 
 def _rates(clips: list[ClipStats]) -> dict[str, int]:

@@ -2,12 +2,15 @@
 
 Required columns are ``path,task,label,split``; any other column is kept as-is. Paths are
 relative to the corpus folder. Every problem is reported with the manifest line it is on.
+Splits are ``train``, ``validation`` and ``test``, plus any further held-out test split named
+``test_<what>`` (``EXTRA_TEST_SPLIT``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +22,18 @@ from mtl_edge.errors import ManifestError
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("path", "task", "label", "split")
 SPLITS = ("train", "validation", "test")
+# Further held-out test splits, named test_<what> (e.g. test_unseen_speakers: voices no training
+# clip has): evaluated beside ``test``, never trained on and never used for model selection.
+EXTRA_TEST_SPLIT = re.compile(r"test_[a-z0-9_]+")
+
+
+def is_split(name: str) -> bool:
+    return name in SPLITS or EXTRA_TEST_SPLIT.fullmatch(name) is not None
+
+
+def order_splits(names) -> list[str]:
+    """``names`` in the order train, validation, test, then the extra test splits by name."""
+    return sorted(set(names), key=lambda s: (SPLITS.index(s) if s in SPLITS else len(SPLITS), s))
 
 
 class SingleExampleLabelWarning(UserWarning):
@@ -44,6 +59,15 @@ class Manifest:
     @property
     def tasks(self) -> list[str]:
         return sorted({r.task for r in self.rows})
+
+    @property
+    def splits(self) -> list[str]:
+        """train, validation and test (present or not), then the extra test splits the manifest has."""
+        return order_splits([*SPLITS, *(r.split for r in self.rows)])
+
+    @property
+    def extra_test_splits(self) -> list[str]:
+        return [s for s in self.splits if s not in SPLITS]
 
     def rows_for(self, task: str) -> list[Row]:
         rows = [r for r in self.rows if r.task == task]
@@ -170,8 +194,9 @@ def _validate(manifest: Manifest, source) -> None:
         for column in REQUIRED_COLUMNS:
             if not getattr(r, column):
                 raise ManifestError(f"{where}: empty {column!r}" + (f" for {r.path}" if r.path else ""))
-        if r.split not in SPLITS:
-            raise ManifestError(f"{where}: unknown split {r.split!r} for {r.path} (expected one of {', '.join(SPLITS)})")
+        if not is_split(r.split):
+            raise ManifestError(f"{where}: unknown split {r.split!r} for {r.path} (expected one of {', '.join(SPLITS)}, "
+                                "or test_<name> for a further held-out test split)")
         if Path(r.path).is_absolute() or ".." in Path(r.path).parts:
             raise ManifestError(f"{where}: path {r.path!r} must be relative to the corpus folder")
         key = (r.path, r.task)

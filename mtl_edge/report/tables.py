@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _extra_splits(entry: dict) -> list[str]:
+    """The held-out test splits beyond ``test`` in one task's metrics entry (keys test_<what>)."""
+    from mtl_edge.data.manifest import EXTRA_TEST_SPLIT
+
+    return [k for k in entry if EXTRA_TEST_SPLIT.fullmatch(k) and isinstance(entry[k], dict)]
+
+
 def render_metrics(metrics: dict, console=None) -> None:
     """The per-task table: single, multi and their difference."""
     from rich.table import Table
@@ -19,7 +26,9 @@ def render_metrics(metrics: dict, console=None) -> None:
 
     console = console or stdout_console()
     has_single = any("single" in e for e in metrics["tasks"].values())
-    table = Table(title=f"test split ({metrics.get('corpus', '')})")
+    table = Table(title=f"test split ({metrics.get('corpus', '')}); indented rows: further held-out test splits")
+    if not any(_extra_splits(e) for e in metrics["tasks"].values()):
+        table.title = f"test split ({metrics.get('corpus', '')})"
     table.add_column("task", no_wrap=True)
     table.add_column("n", justify="right")
     for side in (["single", "multi", "delta"] if has_single else ["multi"]):
@@ -30,12 +39,14 @@ def render_metrics(metrics: dict, console=None) -> None:
         if "accuracy" not in entry.get("multi", entry.get("single", {})):
             others.append(task)
             continue
-        cells = [task, str(entry.get("test_samples", entry.get("samples", "")))]
-        for side in (["single", "multi", "delta"] if has_single else ["multi"]):
-            for metric in ("accuracy", "macro_f1"):
-                value = entry.get(side, {}).get(metric)
-                cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
-        table.add_row(*cells)
+        # the test split, then each further held-out test split the task was scored on
+        for name, part in [(task, entry), *((f"  {task} ({s})", entry[s]) for s in _extra_splits(entry))]:
+            cells = [name, str(part.get("test_samples", part.get("samples", "")))]
+            for side in (["single", "multi", "delta"] if has_single else ["multi"]):
+                for metric in ("accuracy", "macro_f1"):
+                    value = part.get(side, {}).get(metric)
+                    cells.append("-" if value is None else (f"{value:+.3f}" if side == "delta" else f"{value:.3f}"))
+            table.add_row(*cells)
     console.print(table)
     for task in others:
         entry = metrics["tasks"][task]
@@ -62,7 +73,7 @@ def render_table(report: dict[str, Any]) -> None:
         title="corpus measurements per task", box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True,
         pad_edge=False, caption="lab labels, TTR labels/clips, H label entropy, kurt excess kurtosis of the label counts, "
         "frames labelled 10 ms frames, len s mean/total, kHz original rates, ch mono/stereo+, "
-        "SNR dB mean/median, splits train/validation/test",
+        "SNR dB mean/median, splits train/validation/test(+extra test splits)",
     )
     table.add_column("task", no_wrap=True, overflow="fold")
     for name in ("clips", "lab", "TTR", "H bits", "kurt", "frames", "len s", "kHz", "ch", "SNR dB", "splits"):
@@ -76,13 +87,14 @@ def render_table(report: dict[str, Any]) -> None:
             ",".join(f"{int(r) / 1000:g}" for r in m["sample_rates_hz"]) or "-",
             f"{ch['mono']}/{ch['stereo'] + ch['multichannel']}",
             f"{fmt(m['snr_db_mean'], 1)}/{fmt(m['snr_db_median'], 1)}",
-            "/".join(str(split[s]) for s in SPLITS),
+            "/".join(str(split.get(s, 0)) for s in SPLITS) + "".join(f"+{n}" for s, n in split.items() if s not in SPLITS),
         )
     console = stdout_console()
     console.print(table)
     split = corpus["clips_per_split"]
     console.print(
-        f"{corpus['clips']} clips ({'/'.join(str(split[s]) for s in SPLITS)} train/validation/test), "
+        f"{corpus['clips']} clips ({'/'.join(str(split[s]) for s in SPLITS)} train/validation/test"
+        + "".join(f", {n} {s}" for s, n in split.items() if s not in SPLITS) + "), "
         f"{fmt(corpus['total_length_s'], 1)} s, {corpus['skipped_clips']} skipped",
         highlight=False,
     )

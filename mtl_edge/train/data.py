@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_edge.data.manifest import SPLITS, read_manifest
+from mtl_edge.data.manifest import read_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.tasks import TaskSpec, corpus_task_spec, is_self_supervised, self_supervised_spec
 
@@ -21,7 +21,7 @@ from mtl_edge.tasks import TaskSpec, corpus_task_spec, is_self_supervised, self_
 @dataclass
 class TaskRows:
     labels: list[str]  # sorted; a label's id is its index here (empty for tasks without labels)
-    rows: dict[str, np.ndarray]  # split -> input-matrix row of each sample
+    rows: dict[str, np.ndarray]  # split -> input-matrix row of each sample (train, validation, test, extra test splits)
     targets: dict[str, np.ndarray]  # split -> label id of each sample (-1: unknown label, or no label)
     spec: TaskSpec | None = None
 
@@ -52,6 +52,13 @@ class TaskData:
         return int(self.inputs.shape[1])
 
     @property
+    def extra_test_splits(self) -> list[str]:
+        """The held-out test splits beyond ``test`` (e.g. test_unseen_speakers) some task has samples in."""
+        from mtl_edge.data.manifest import SPLITS, order_splits
+
+        return order_splits(s for t in self.tasks.values() for s, r in t.rows.items() if s not in SPLITS and len(r))
+
+    @property
     def specs(self) -> dict[str, TaskSpec]:
         return {t: r.spec for t, r in self.tasks.items()}
 
@@ -78,12 +85,15 @@ def parse_tasks(text: str) -> list[str]:
 
 
 def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, cache_dir=None, workers: int = 2,
-                   labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail", progress: bool = True) -> TaskData:
+                   labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail", progress: bool = True,
+                   augment=None) -> TaskData:
     """Inputs (from the prepare-stage cache, for ``feature_config``: a FeatureConfig or WaveformConfig)
     and targets for ``tasks`` of ``corpus``.
 
     ``labels`` fixes the label ids (a checkpoint's label lists); samples whose label is not in it
-    get id -1 so that callers can report them instead of silently dropping them.
+    get id -1 so that callers can report them instead of silently dropping them. ``augment`` (an
+    ``AugmentConfig``) adds its augmented copies of the training clips to the training split of
+    the tasks it applies to (``mtl_edge.features.augment``).
     """
     from mtl_edge.features.cache import prepare_features
     from mtl_edge.features.logmel import FeatureConfig
@@ -100,7 +110,8 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
     out: dict[str, TaskRows] = {}
     for task in tasks:
         if task not in manifest.tasks:  # self-supervised: every clip, no label
-            rows = {s: np.array([i for i, p in enumerate(table.paths) if split_of.get(p) == s], dtype=np.int64) for s in SPLITS}
+            rows = {s: np.array([i for i, p in enumerate(table.paths) if split_of.get(p) == s], dtype=np.int64)
+                    for s in manifest.splits}
             out[task] = TaskRows([], rows, {s: np.full(len(r), -1, dtype=np.int64) for s, r in rows.items()},
                                  self_supervised_spec(task))
             continue
@@ -108,7 +119,7 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
         names = labels[task] if labels else sorted({r.label for r in task_rows})
         label_id = {name: i for i, name in enumerate(names)}
         rows, targets = {}, {}
-        for split in SPLITS:
+        for split in manifest.splits:
             chosen = [r for r in task_rows if r.split == split]
             rows[split] = np.array([index[r.path] for r in chosen], dtype=np.int64)
             targets[split] = np.array([label_id.get(r.label, -1) for r in chosen], dtype=np.int64)
@@ -119,4 +130,27 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
                 raise MtlEdgeError(f"task {task!r} has a single label ({names[0]!r}): nothing to learn")
         out[task] = TaskRows(list(names), rows, targets, corpus_task_spec(task, list(names)))
     inputs = np.array(table.features, dtype=np.float32, order="C", copy=True)  # in memory, writable
-    return TaskData(corpus, inputs, cfg.to_json(), out, list(table.paths))
+    paths = list(table.paths)
+    if augment is not None and augment.active:
+        inputs, paths = _add_augmented(corpus, out, inputs, paths, cfg, augment, cache_dir, workers, progress)
+    return TaskData(corpus, inputs, cfg.to_json(), out, paths)
+
+
+def _add_augmented(corpus, tasks: dict[str, TaskRows], inputs: np.ndarray, paths: list[str], cfg, augment, cache_dir,
+                   workers: int, progress: bool) -> tuple[np.ndarray, list[str]]:
+    """Append the augmented copies of the augmented tasks' training clips; extend those tasks' train rows."""
+    from mtl_edge.features.augment import augmented_inputs
+
+    chosen = [t for t, rows in tasks.items() if rows.labels and augment.applies_to(t)]
+    clip_rows = sorted({int(i) for t in chosen for i in tasks[t].rows["train"]})
+    extra = augmented_inputs(corpus, [paths[i] for i in clip_rows], cfg, augment, cache_dir=cache_dir, workers=workers,
+                             progress=progress)
+    row_of = {item: len(paths) + j for j, item in enumerate(extra.items)}
+    for task in chosen:
+        rows = tasks[task]
+        base = rows.rows["train"]
+        copies = [np.array([row_of[(paths[i], k)] for i in base], dtype=np.int64) for k in range(augment.copies)]
+        rows.rows["train"] = np.concatenate([base, *copies])
+        rows.targets["train"] = np.concatenate([rows.targets["train"]] * (augment.copies + 1))
+    new_paths = paths + [f"{rel}#augmented-{k}" for rel, k in extra.items]
+    return np.concatenate([inputs, extra.inputs]), new_paths

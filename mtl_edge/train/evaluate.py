@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from mtl_edge import atomic
-from mtl_edge.data.manifest import SPLITS, read_manifest
+from mtl_edge.data.manifest import SPLITS, is_split, read_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.train.checkpoint import load_checkpoint
 from mtl_edge.train.data import load_task_data
@@ -53,6 +53,8 @@ def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]
     logits = predict(model, data.inputs)
     out = {}
     for task, rows in data.tasks.items():
+        if split not in rows.rows:
+            raise MtlEdgeError(f"{corpus} has no {split!r} split (it has: {', '.join(manifest.splits)})")
         targets, idx = rows.targets[split], rows.rows[split]
         if not specs[task].needs_labels:  # self-supervised: scored against the inputs, no label space
             out[task] = {"metrics": task_metrics(specs[task], logits[task][idx], targets, data.inputs[idx]),
@@ -78,8 +80,8 @@ def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]
 
 def evaluate_run(run: str | Path, corpus: str | Path, split: str = "test") -> dict:
     run, corpus = Path(run), Path(corpus)
-    if split not in SPLITS:
-        raise MtlEdgeError(f"unknown split {split!r} (one of {', '.join(SPLITS)})")
+    if not is_split(split):
+        raise MtlEdgeError(f"unknown split {split!r} (one of {', '.join(SPLITS)}, or a test_<name> split the corpus has)")
     checkpoints = run_checkpoints(run)
     run_tasks = list(load_checkpoint(checkpoints["multi"])[1]["labels"]) if "multi" in checkpoints else []
     run_tasks += [n.split(":", 1)[1] for n in checkpoints if n.startswith("single:") and n.split(":", 1)[1] not in run_tasks]

@@ -2,7 +2,8 @@
 
 ``runs/NAME/`` holds ``config.json`` (resolved), ``multi/`` and ``single/<task>/`` (each with
 ``model.pt``, ``state.pt``, ``curves.csv``, ``history.json``) and ``metrics.json`` on the test split:
-``{"tasks": {task: {"single": {...}, "multi": {...}, "delta": {...}}}}``. The baselines use the
+``{"tasks": {task: {"single": {...}, "multi": {...}, "delta": {...}}}}``; a corpus with further
+held-out test splits (``test_<what>``) adds ``task: {"<split>": {"single", "multi", "delta", "samples"}}``. The baselines use the
 identical config and seed, so a difference is the task mix and nothing else.
 """
 
@@ -73,8 +74,11 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     input_config = input_config if input_config is not None else resolve_config(corpus, kind, cache_dir=cache_dir)
     if input_kind(input_config) != kind:
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
+    from mtl_edge.features.cache import fingerprint_of
+
     config = {"format": RUN_FORMAT, "corpus": str(Path(corpus).resolve()), "tasks": tasks, "single": single,
-              "train": cfg.to_json(), "features": input_config.to_json()}
+              "train": cfg.to_json(), "features": input_config.to_json(), "corpus_fingerprint": fingerprint_of(corpus)}
+    where = ("corpus", "corpus_fingerprint")
     config_path = out / "config.json"
     if config_path.exists():
         try:
@@ -83,12 +87,19 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
             raise MtlEdgeError(f"{config_path} is damaged; choose a new --out") from None
         if not resume:
             raise MtlEdgeError(f"{out} already holds a run; use --resume to continue it, or another --out")
-        if {k: v for k, v in previous.items() if k != "corpus"} != {k: v for k, v in config.items() if k != "corpus"}:
+        if {k: v for k, v in previous.items() if k not in where} != {k: v for k, v in config.items() if k not in where}:
             raise MtlEdgeError(f"{out} holds a run with other settings; --resume needs the same tasks, model and hyper-parameters")
+        # a rebuilt or edited corpus (manifest, audio files) at the same path is another corpus
+        if previous.get("corpus_fingerprint", config["corpus_fingerprint"]) != config["corpus_fingerprint"]:
+            raise MtlEdgeError(f"{out} was trained on another version of {corpus} (its manifest or audio files changed); "
+                               "train into a new --out, or remove the old run")
     elif out.exists() and any(out.iterdir()):
         raise MtlEdgeError(f"{out} exists and is not a run folder; choose another --out")
     _check_writable(out)
-    data = load_task_data(corpus, tasks, input_config, cache_dir=cache_dir, workers=workers)
+    unknown = [t for t in cfg.augment_config().tasks if t not in tasks]
+    if unknown:
+        raise MtlEdgeError(f"--augment-tasks names task(s) this run does not train: {', '.join(unknown)}")
+    data = load_task_data(corpus, tasks, input_config, cache_dir=cache_dir, workers=workers, augment=cfg.augment_config())
     atomic.write_json(config_path, config, sort_keys=False)
 
     jobs = [("multi", tasks, out / "multi")] + ([(t, [t], out / "single" / t) for t in tasks] if single else [])
@@ -104,6 +115,7 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     models = {name: load_checkpoint(folder / "model.pt")[0] for name, _, folder in jobs}
 
     multi = test_metrics(models["multi"], data)
+    extra = {split: split_metrics(models["multi"], data, split) for split in data.extra_test_splits}
     metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {},
                      "task_specs": {t: s.to_json() for t, s in data.specs.items()}}
     for task in tasks:
@@ -112,6 +124,14 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
             entry["single"] = test_metrics(models[task], data.subset([task]))[task]
             entry["delta"] = delta(entry["multi"], entry["single"])
         entry["test_samples"] = int(len(data.tasks[task].rows["test"]))
+        for split in extra:  # further held-out test splits (e.g. test_unseen_speakers), beside test
+            if task not in extra[split]:
+                continue
+            side = {"multi": extra[split][task], "samples": int(len(data.tasks[task].rows[split]))}
+            if single:
+                side["single"] = split_metrics(models[task], data.subset([task]), split)[task]
+                side["delta"] = delta(side["multi"], side["single"])
+            entry[split] = side
         metrics["tasks"][task] = entry
     atomic.write_json(out / "metrics.json", metrics, sort_keys=False)  # tasks in the order given
     return RunResult(out, metrics)
@@ -138,8 +158,10 @@ def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queu
 
     torch.set_num_threads(threads)
     name, job_tasks, folder = job
-    data = load_task_data(corpus, job_tasks, config_from_json(input_json), cache_dir=cache_dir, workers=1, progress=False)
-    fit(data, TrainConfig.from_json(cfg_json), folder, resume=resume, progress=_QueueProgress(queue), label=name)
+    cfg = TrainConfig.from_json(cfg_json)
+    data = load_task_data(corpus, job_tasks, config_from_json(input_json), cache_dir=cache_dir, workers=1, progress=False,
+                          augment=cfg.augment_config())
+    fit(data, cfg, folder, resume=resume, progress=_QueueProgress(queue), label=name)
     return name
 
 

@@ -53,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     steps: int = 0  # > 0: exactly this many optimizer steps, no early stopping (epochs, patience unused)
     model_args: dict = field(default_factory=dict)  # the model family's own size options (e.g. wavenet channels)
+    augment: dict = field(default_factory=dict)  # AugmentConfig JSON: augmented copies of training clips (none when empty)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -61,7 +62,15 @@ class TrainConfig:
             del d["steps"]
         if not self.model_args:  # likewise before model options
             del d["model_args"]
+        if not self.augment:  # and before augmentation
+            del d["augment"]
         return d
+
+    def augment_config(self):
+        """The ``AugmentConfig`` of ``augment`` (inactive when empty)."""
+        from mtl_edge.features.augment import AugmentConfig
+
+        return AugmentConfig.from_json(self.augment)
 
     def epochs_for(self, batches_per_epoch: int) -> int:
         """Epochs to run: ``epochs``, or as many as the step budget needs (the last one may be cut short)."""

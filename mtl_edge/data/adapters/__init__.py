@@ -19,7 +19,7 @@ from mtl_edge.atomic import atomic_dir
 from mtl_edge.data.adapters import esc50, folders, fsdkaggle2018, librispeech, ravdess, speech_commands  # noqa: F401  (register)
 from mtl_edge.data.adapters.base import LAYOUTS, Chopped, Clip, LayoutWarning, Plan, hash_split, register_layout
 from mtl_edge.data.audio import BAD_AUDIO_POLICIES, TARGET_RATE, AudioError, audio_info, load_or_skip, write_wav
-from mtl_edge.data.manifest import SPLITS, Manifest, Row, make_manifest
+from mtl_edge.data.manifest import SPLITS, Manifest, Row, make_manifest, order_splits
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.progress import progress_bar
 
@@ -49,7 +49,7 @@ class ImportResult:
         clips = self.manifest.clips()
         per_split = Counter(clips.values())
         tasks = ", ".join(f"{t} ({len(self.manifest.labels(t))} labels)" for t in self.manifest.tasks)
-        splits = ", ".join(f"{s} {per_split.get(s, 0)}" for s in SPLITS)
+        splits = ", ".join(f"{s} {per_split.get(s, 0)}" for s in order_splits([*SPLITS, *per_split]))
         line = f"imported {self.layout}: {len(clips)} clips; tasks {tasks}; {splits} -> {self.destination}"
         remarks = list(self.notes)
         if self.skipped:

@@ -25,7 +25,7 @@ from mtl_edge.data.demo import sources
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
 from mtl_edge.errors import MtlEdgeError
 
-RECIPE_VERSION = 3  # bump when rendering changes, so cached corpora are rebuilt
+RECIPE_VERSION = 4  # bump when rendering changes, so cached corpora are rebuilt
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
                  "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
@@ -36,7 +36,13 @@ INSTRUMENTS = {  # name: (General MIDI program, lowest note, highest note)
 SCENES = tuple(sources.SCENE_BACKGROUNDS)
 EVENTS = tuple(sources.EVENTS)
 SPLIT_SHARES = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
-# clips at --scale 1 per kind (total ~5,350): every class of every task gets >= ~100 clips; an
+# speech of voices no training clip has (kws, gender, and the clip-level tasks; no speaker label:
+# speaker identification is closed-set); as many clips as the test split's speech
+UNSEEN_SPLIT = "test_unseen_speakers"
+# intonation per utterance: espeak-ng reads a word as a statement, question, exclamation or
+# continuation from its punctuation (each has its own pitch contour)
+SPEAKING_STYLES = (".", "?", "!", ",")
+# clips at --scale 1 per kind (total ~5,350, plus ~260 of the held-out voices): every class of every task gets >= ~100 clips; an
 # instrument needs ~200 phrases before timbre, not pitch range, decides its class
 FULL_COUNTS = {"speech": 2600, "silence": 300, "instrument": 1600, "event": 700, "music": 150}
 MANIFEST_EXTRA = ("clip_id", "kind", "source", "scene", "snr_db", "activity", "sha256")
@@ -44,12 +50,13 @@ MANIFEST_EXTRA = ("clip_id", "kind", "source", "scene", "snr_db", "activity", "s
 
 @dataclass(frozen=True)
 class DemoConfig:
-    scale: float = 1.0  # 1 = full corpus (~5,350 clips)
+    scale: float = 1.0  # 1 = full corpus (~5,600 clips)
     seed: int = 0
     voices: str = "mbrola"  # mbrola (recordings of real speakers) or espeak (fallback)
     snr_db: tuple[float, float] = (5.0, 20.0)  # foreground over background
     peak_dbfs: tuple[float, float] = (-20.0, -1.0)  # random clip level: loudness is no cue
     rooms_per_split: int = 0  # RIRs per scene and split; 0 = by scale (8 at full scale, 2 for tiny corpora)
+    unseen_speakers: int = 2  # voices held out of training (half female, half male, drawn from the seed)
     recipe: int = RECIPE_VERSION
 
     def rooms(self) -> int:
@@ -89,14 +96,26 @@ def _split_sizes(n: int, n_classes: int) -> dict[str, int]:
     return {"train": n - 2 * held_out, "validation": held_out, "test": held_out}
 
 
+def unseen_speakers(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[str]:
+    """The voices held out of training: ``config.unseen_speakers``, alternately female and male, from the seed."""
+    rng = np.random.default_rng([config.seed, 2])
+    by_gender = {g: [s for s, v in speakers.items() if v[1] == g] for g in ("female", "male")}
+    if config.unseen_speakers < 0 or any(config.unseen_speakers > 2 * (len(v) - 2) for v in by_gender.values()):
+        raise MtlEdgeError(f"--unseen-speakers must leave at least two voices of each gender for training, not {config.unseen_speakers}")
+    picked = {g: list(rng.permutation(v)) for g, v in by_gender.items()}
+    return sorted(str(picked[("female", "male")[i % 2]].pop()) for i in range(config.unseen_speakers))
+
+
 def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[dict]:
     """Every clip of the corpus: kind, labels per task, split and render settings.
 
     Splits are balanced by construction: each split's clips of a kind are drawn with their own
-    balanced class counts (speakers and words for speech, instruments, events, scenes).
+    balanced class counts (speakers and words for speech, instruments, events, scenes). The voices
+    of ``unseen_speakers`` speak only in the ``test_unseen_speakers`` split.
     """
     rng = np.random.default_rng([config.seed, 1])
     counts = config.counts()
+    unseen = unseen_speakers(config, speakers)
     speaker_ids = list(speakers)
     # each speaker speaks with a pitch centre of their own and a habitual rate (espeak would
     # otherwise give every voice of a gender identical prosody)
@@ -106,14 +125,20 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
 
     def speech(split: str, n: int) -> list[dict]:
         out = []
-        for speaker, word_class in zip(_balanced(rng, speaker_ids, n), _balanced(rng, word_classes, n)):
+        voices = unseen if split == UNSEEN_SPLIT else [s for s in speaker_ids if s not in unseen]
+        for speaker, word_class in zip(_balanced(rng, voices, n), _balanced(rng, word_classes, n)):
             word = str(rng.choice(UNKNOWN_WORDS)) if word_class == "_unknown_" else word_class
+            labels = {"kws": word_class, "speaker": speaker, "gender": speakers[speaker][1],
+                      "music_speech": "speech", "vad": "speech"}
+            if split == UNSEEN_SPLIT:
+                del labels["speaker"]
             out.append({
                 "kind": "speech", "speaker": speaker, "word": word,
-                "rate": int(np.clip(rate_centre[speaker] * rng.uniform(0.85, 1.18), 110, 230)),
-                "pitch": int(np.clip(pitch_centre[speaker] + rng.normal(0, 6), 0, 99)),
-                "labels": {"kws": word_class, "speaker": speaker, "gender": speakers[speaker][1],
-                           "music_speech": "speech", "vad": "speech"},
+                "style": str(rng.choice(SPEAKING_STYLES)),
+                # slow to fast speech around each speaker's habit, and a wide pitch spread per speaker
+                "rate": int(np.clip(rate_centre[speaker] * rng.uniform(0.7, 1.35), 100, 260)),
+                "pitch": int(np.clip(pitch_centre[speaker] + rng.normal(0, 9), 0, 99)),
+                "labels": labels,
                 "source": f"{speakers[speaker][0]}:{word}",
             })
         return out
@@ -156,11 +181,16 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
               "event": (event, len(EVENTS)), "music": (music, 1)}
     specs: list[dict] = []
     for kind, (make, n_classes) in makers.items():
-        for split, n in _split_sizes(counts[kind], max(n_classes, len(SCENES) if kind == "speech" else n_classes)).items():
+        sizes = _split_sizes(counts[kind], max(n_classes, len(SCENES) if kind == "speech" else n_classes))
+        if kind == "speech" and unseen:
+            sizes[UNSEEN_SPLIT] = sizes["test"]
+        for split, n in sizes.items():
             members = make(split, n)
             # every clip happens in an acoustic scene (a room kind and a real background), balanced too
             for spec, scene in zip(members, _balanced(rng, SCENES, n)):
                 spec["split"] = split
+                if split == UNSEEN_SPLIT:  # new voices in the test split's rooms and backgrounds
+                    spec["acoustics"] = "test"
                 spec["scene"] = scene
                 spec["labels"]["scene"] = scene
             specs.extend(members)
@@ -268,6 +298,7 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
             "config": asdict(config), "clips": len(specs), "rows": len(rows), "per_task": per_task,
             "build_seconds": round(seconds, 2), "workers": workers, "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "speakers": {k: v[:2] for k, v in speakers.items()},
+            "unseen_speakers": unseen_speakers(config, speakers),
         })
     stderr.print(f"rendered {len(specs)} clips in {seconds:.1f} s with {workers} worker(s)", highlight=False)
     return BuildResult(out, len(specs), len(rows), seconds, False, per_task)

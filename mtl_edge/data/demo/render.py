@@ -83,7 +83,7 @@ class Renderer:
 
         voice = self.speakers[spec["speaker"]][0]
         out = Path(self._tmp.name) / "word.wav"
-        argv = ["espeak-ng", "-v", voice, "-s", str(spec["rate"]), "-p", str(spec["pitch"]), "-w", str(out), spec["word"]]
+        argv = ["espeak-ng", "-v", voice, "-s", str(spec["rate"]), "-p", str(spec["pitch"]), "-w", str(out), spec["word"] + spec.get("style", "")]
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             raise MissingSourceError(f"espeak-ng failed for voice {voice}: {done.stderr.strip()}")
@@ -133,18 +133,19 @@ class Renderer:
         rng = np.random.default_rng([self.seed, 104729, spec["index"]])
         kind = spec["kind"]
         dry = np.zeros(n, np.float32)
+        region = spec.get("acoustics", spec["split"])  # test_* splits hear the test split's rooms and backgrounds
         if kind == "music":
-            dry = _crop(self.music[spec["split"]], spec["crop"], n)
+            dry = _crop(self.music[region], spec["crop"], n)
         elif kind != "silence":
             fg = {"speech": self.speech, "instrument": self.instrument, "event": self.event}[kind](spec)[:n]
             start = int(spec["onset"] * (n - len(fg)))
             dry[start:start + len(fg)] = fg
         activity = _activity(dry, self.sample_rate) if kind != "silence" else ""
-        background = _crop(self.tapes[spec["scene"]][spec["split"]], spec["bg_pos"], n)
+        background = _crop(self.tapes[spec["scene"]][region], spec["bg_pos"], n)
         if kind == "silence":
             mix = background / (_rms(background) + 1e-9)
         else:
-            rir = self.rirs[(spec["scene"], spec["split"])][spec["rir"]]
+            rir = self.rirs[(spec["scene"], region)][spec["rir"]]
             wet = fftconvolve(dry, rir)[:n].astype(np.float32)
             fg_level = _active_rms(wet, self.sample_rate)
             bg_gain = fg_level / (_rms(background) + 1e-9) * 10 ** (-spec["snr_db"] / 20)

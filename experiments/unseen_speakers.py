@@ -1,0 +1,68 @@
+"""Summarise the unseen-speaker runs: accuracy on the test split (seen voices) and on test_unseen_speakers.
+
+Usage: python experiments/unseen_speakers.py RUNS_FOLDER OUT_FOLDER
+
+RUNS_FOLDER holds one run per variant and seed, named VARIANT-sSEED (see experiments/README.md).
+Writes OUT_FOLDER/table.csv (one row per run and task), OUT_FOLDER/table.md (mean and spread per
+variant) and copies each run's metrics.json and config.json (no checkpoints).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+TASKS = ("kws", "gender")
+UNSEEN = "test_unseen_speakers"
+
+
+def main(runs: Path, out: Path) -> None:
+    rows = []
+    for run in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
+        variant, _, seed = run.name.rpartition("-s")
+        metrics = json.loads((run / "metrics.json").read_text())
+        for task in TASKS:
+            entry = metrics["tasks"].get(task)
+            if entry is None or UNSEEN not in entry:
+                continue
+            rows.append({"variant": variant, "seed": int(seed), "task": task,
+                         "seen_accuracy": entry["multi"]["accuracy"], "unseen_accuracy": entry[UNSEEN]["multi"]["accuracy"],
+                         "seen_samples": entry["test_samples"], "unseen_samples": entry[UNSEEN]["samples"]})
+        kept = out / "runs" / run.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "config.json"):
+            shutil.copy2(run / name, kept / name)
+    if not rows:
+        raise SystemExit(f"no finished runs with {UNSEEN} metrics in {runs}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["variant"], r["task"])].append(r)
+
+    def spread(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+    lines = ["| variant | task | seeds | seen voices (test) | unseen voices | gap (points) |", "|---|---|---|---|---|---|"]
+    for (variant, task), group in sorted(groups.items()):
+        seen = [r["seen_accuracy"] for r in group]
+        unseen = [r["unseen_accuracy"] for r in group]
+        gap = 100 * (statistics.mean(seen) - statistics.mean(unseen))
+        lines.append(f"| {variant} | {task} | {len(group)} | {spread(seen)} | {spread(unseen)} | {gap:.1f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
