@@ -422,6 +422,9 @@ def evaluate(
                          f"errors in accuracy_all[/yellow]", highlight=False)
     if report["absent_tasks"]:
         stderr.print(f"[yellow]not evaluated, absent from {corpus}: {', '.join(report['absent_tasks'])}[/yellow]", highlight=False)
+    if report["tasks_without_examples"]:
+        stderr.print(f"[yellow]not evaluated, no {split} examples: {', '.join(report['tasks_without_examples'])}[/yellow]",
+                     highlight=False)
     typer.echo(f"evaluation written to {report['written_to']}")
 
 

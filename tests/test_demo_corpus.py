@@ -187,7 +187,9 @@ def test_espeak_fallback_warns_and_builds(tmp_path):
     with pytest.warns(UserWarning, match="not recordings of people"):
         result = build_demo(DemoConfig(scale=0.01, seed=2, voices="espeak"), tmp_path / "c", workers=1)
     manifest = read_manifest(result.folder)
-    assert len(manifest.labels("speaker")) == 10
+    assert len(manifest.labels("speaker")) == 8  # two of espeak-ng's ten voices are held out too
+    unseen = json.loads((result.folder / "demo.json").read_text())["unseen_speakers"]
+    assert len(unseen) == 2 and not set(unseen) & set(manifest.labels("speaker"))
 
 
 @pytest.mark.slow

@@ -175,6 +175,8 @@ def test_held_out_voices_are_scored_beside_the_test_split(trained_run, demo_corp
     result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(demo_corpus), "--split", "test_unseen_speakers"])
     assert result.exit_code == 0, result.output
     evaluated = json.loads((out / "evaluations" / f"{demo_corpus.name}-test_unseen_speakers.json").read_text())
+    assert evaluated["tasks_without_examples"] == ["speaker", "instrument"]
+    assert "no test_unseen_speakers examples: speaker, instrument" in result.output
     for task in ("kws", "scene"):
         for side in ("multi", "single"):
             assert evaluated["tasks"][task][side]["accuracy"] == pytest.approx(
