@@ -16,9 +16,9 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Hidden, HopMs, Model, ModelArgs,
-                                  NMels, OnBadAudio, Weighting, WinMs, augment_json, check_policy, feature_config,
-                                  train_config)
+from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Hidden, HopMs, LabelFraction, Model,
+                                  ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, Weighting, WinMs, augment_json,
+                                  check_policy, feature_config, recipe_for, train_config)
 
 app = typer.Typer(
     name="mtl-edge",
@@ -161,9 +161,13 @@ def train(
     hidden: Hidden = "512,512,512",
     model_args: ModelArgs = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (weights, shuffling, dropout).")] = 0,
-    weighting: Weighting = "uniform",
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss weighting: uniform (batch mean; default), sum (of per-task means; lee2019's), uncertainty or pcgrad.")] = None,
+    recipe: Recipe = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Exactly this many optimizer steps, no early stopping (as a sweep's runs; default: epochs with early stopping).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Samples per optimizer step (default: the recipe's, else 64).")] = None,
+    label_fraction: LabelFraction = 1.0,
+    unlabeled_seconds: UnlabeledSeconds = 0.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     augment: Augment = None,
     augment_copies: AugmentCopies = 2,
@@ -184,7 +188,9 @@ def train(
 
     from dataclasses import replace
 
-    cfg = train_config(model, hidden, seed, weighting, epochs, model_args)
+    cfg = train_config(model, hidden, seed, weighting, epochs, model_args, recipe_for(model, recipe), batch_size=batch_size,
+                       label_fraction=label_fraction if label_fraction != 1.0 else None,
+                       unlabeled_seconds=unlabeled_seconds or None)
     if steps:
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:
@@ -441,6 +447,7 @@ def export(
     allow_degraded: Annotated[bool, typer.Option("--allow-degraded", help="Keep artefacts that fail verification (marked degraded) instead of failing.")] = False,
     tflite_runtime: Annotated[Optional[str], typer.Option("--tflite-runtime", help="A Python with tflite-runtime (numpy<2): also check every TFLite artefact under it.")] = None,
     end_to_end: Annotated[bool, typer.Option("--end-to-end", help="Also export the multi-task model waveform in (front-end inside the graph: e2e-multi.*), verified on the test clips.")] = False,
+    heads: Annotated[str, typer.Option("--heads", help="inference (the labelled tasks' heads) or all (also the auxiliary reconstruction heads, denoising excepted).")] = "inference",
 ):
     """Export a run to ONNX / TFLite at several precisions; verify every artefact on the test split."""
     from mtl_edge.export import export_run
@@ -448,7 +455,7 @@ def export(
     try:
         result = export_run(run, out, formats, quantize, per_tensor=per_tensor, force=force,
                             allow_degraded=allow_degraded, models=models, tflite_runtime=tflite_runtime,
-                            end_to_end=end_to_end)
+                            end_to_end=end_to_end, heads=heads)
     except KeyboardInterrupt:  # the export is built under a temporary name, removed on the way out
         typer.echo(f"interrupted: nothing was written to {out or run / 'export'} (an export already there is "
                    "kept); run the same command again", err=True)

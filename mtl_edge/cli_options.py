@@ -19,7 +19,7 @@ Corpus = Annotated[Path, typer.Option("--corpus", help="Corpus folder (with mani
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
 ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
-Weighting = Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform, uncertainty or pcgrad.")]
+Weighting = Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform (batch mean), sum (of per-task means), uncertainty or pcgrad.")]
 Augment = Annotated[Optional[str], typer.Option("--augment", help="Augment the training clips with these audiomentations transforms: pitch_shift, time_stretch, gain, background_noise (the corpus's training backgrounds), comma-separated, or all.")]
 AugmentCopies = Annotated[int, typer.Option("--augment-copies", min=1, help="Augmented copies per training clip (with --augment).")]
 AugmentTasks = Annotated[Optional[str], typer.Option("--augment-tasks", help="Tasks whose training samples get the copies (default: every labelled task; background noise changes a scene's label).")]
@@ -55,8 +55,22 @@ def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> 
     return resolve_config(corpus, "features", {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}, cache)
 
 
-def train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int | None, model_args: str | None = None):
-    from mtl_edge.train.trainer import TrainConfig
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A paper's training setup: lee2019 (summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), or none.")]
+LabelFraction = Annotated[float, typer.Option("--label-fraction", min=0.0, max=1.0, help="Keep this fraction of each labelled task's training samples (per class, seeded): a scarce-label regime.")]
+UnlabeledSeconds = Annotated[float, typer.Option("--unlabeled-seconds", min=0.0, help="Seconds of training audio in the self-supervised tasks' pool (0: every training clip).")]
+
+
+def recipe_for(model: str, recipe: str | None) -> str | None:
+    """The recipe a model trains with unless told: the paper's for wavenet, none for the DNN."""
+    if recipe is None:
+        return "lee2019" if model == "wavenet" else None
+    return None if recipe == "none" else recipe
+
+
+def train_config(model: str, hidden: str, seed: int, weighting: str | None, epochs: int | None, model_args: str | None = None,
+                 recipe: str | None = None, **given):
+    """The run's TrainConfig: the recipe's fields (if any), then every option the user gave."""
+    from mtl_edge.train.trainer import TrainConfig, recipe_config
 
     try:
         widths = tuple(int(h) for h in hidden.split(","))
@@ -65,7 +79,12 @@ def train_config(model: str, hidden: str, seed: int, weighting: str, epochs: int
     extra = {"epochs": epochs} if epochs else {}
     if model_args:
         extra["model_args"] = parse_model_args(model_args)
-    return TrainConfig(model=model, hidden=widths, seed=seed, weighting=weighting, **extra)
+    if weighting:
+        extra["weighting"] = weighting
+    extra.update({k: v for k, v in given.items() if v is not None})
+    if recipe:
+        return recipe_config(recipe, model=model, hidden=widths, seed=seed, **extra)
+    return TrainConfig(model=model, hidden=widths, seed=seed, **extra)
 
 
 def parse_model_args(text: str) -> dict[str, int]:

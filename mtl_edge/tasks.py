@@ -162,7 +162,15 @@ def next_step() -> TaskSpec:
     return TaskSpec("next_step", kind="reconstruction", loss="mse", options={"wavenet_head": "next_step"})
 
 
-@register_task("upsampling")
-def upsampling() -> TaskSpec:
+@register_task("upsample")
+def upsample() -> TaskSpec:
     """Rebuild the 16 kHz clip from its 4 kHz version (smooth L1), on every clip of each split."""
-    return TaskSpec("upsampling", kind="reconstruction", loss="smooth_l1", options={"wavenet_head": "upsampling"})
+    return TaskSpec("upsample", kind="reconstruction", loss="smooth_l1", options={"wavenet_head": "upsample"})
+
+
+@register_task("denoise")
+def denoise() -> TaskSpec:
+    """Rebuild the clean clip from the clip plus a real background recording of the training split
+    at 10-15 dB SNR (smooth L1), on every clip of each split."""
+    return TaskSpec("denoise", kind="reconstruction", loss="smooth_l1",
+                    options={"wavenet_head": "denoise", "snr_db": [10.0, 15.0]})

@@ -124,3 +124,17 @@ def test_train_cli_records_the_augmentation_and_refuses_bad_options(corpus, tmp_
     assert result.exit_code != 0 and "unknown augmentation echo" in result.output
     plain = runner.invoke(app, [*base, "--out", str(tmp_path / "v")])
     assert plain.exit_code == 0 and "augment" not in json.loads((tmp_path / "v" / "config.json").read_text())["train"]
+
+
+def test_waveform_inputs_are_augmented_the_same_way(corpus):
+    """The wavenet's raw-audio inputs: copies are the clip's samples changed (noise injection, pitch shift)."""
+    from mtl_edge.features.waveform import WaveformConfig
+
+    cfg = AugmentConfig(copies=1, transforms=("pitch_shift", "background_noise"), tasks=("scene",), probability=1.0)
+    plain = load_task_data(corpus, ["scene"], WaveformConfig(samples=4000), workers=1, progress=False)
+    data = load_task_data(corpus, ["scene"], WaveformConfig(samples=4000), workers=1, progress=False, augment=cfg)
+    n = len(plain.tasks["scene"].rows["train"])
+    originals = data.inputs[plain.tasks["scene"].rows["train"]]
+    copies = data.inputs[data.tasks["scene"].rows["train"][n:]]
+    assert copies.shape == originals.shape == (n, 4000)
+    assert np.abs(copies).max() <= 1.0 and (np.abs(copies - originals).max(axis=1) > 1e-3).all()

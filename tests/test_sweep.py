@@ -91,7 +91,7 @@ def test_sweep_writes_every_run_once_and_the_results(swept):
             assert steps_trained(run) == 30  # equal budgets for single- and multi-task runs
     metrics = {(n, s): json.loads((out / "runs" / n / f"seed{s}" / "metrics.json").read_text()) for n in RUNS for s in (0, 1)}
     assert set(metrics["scene+gender", 0]["tasks"]) == {"scene", "gender"}
-    assert set(metrics["scene+gender", 0]["tasks"]["scene"]["test"]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc"}
+    assert set(metrics["scene+gender", 0]["tasks"]["scene"]["test"]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc", "map_at_3"}
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["combo"], r["seed"], r["task"]) for r in rows] == [

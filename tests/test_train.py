@@ -107,9 +107,9 @@ def test_pcgrad_removes_the_conflicting_component_on_shared_layers():
 
 
 def test_unknown_weighting_fails_clearly():
-    with pytest.raises(MtlEdgeError, match="choose from pcgrad, uncertainty, uniform"):
+    with pytest.raises(MtlEdgeError, match="choose from pcgrad, sum, uncertainty, uniform"):
         create_weighting("gradvac", ["a"])
-    assert set(WEIGHTINGS) == {"uniform", "uncertainty", "pcgrad"}
+    assert set(WEIGHTINGS) == {"uniform", "sum", "uncertainty", "pcgrad"}
 
 
 def test_metrics_match_hand_computation():
@@ -121,6 +121,9 @@ def test_metrics_match_hand_computation():
     # per class F1: 0 -> p 1/2 r 1/2, 1 -> p 2/3 r 1, 2 -> p 1 r 1/2
     assert m["macro_f1"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
     assert 0.5 < m["roc_auc"] <= 1.0
+    assert m["map_at_3"] == pytest.approx((4 + 0.5 + 0.5) / 6)  # two misses guessed second
+    ranked = np.array([[3.0, 2.0, 1.0, 0.0]] * 4)
+    assert classification_metrics(np.array([0, 1, 2, 3]), ranked)["map_at_3"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 0) / 4)
     d = delta(m, {"accuracy": 0.5, "macro_f1": 0.5, "micro_f1": 0.5, "roc_auc": None})
     assert d["accuracy"] == pytest.approx(4 / 6 - 0.5) and d["roc_auc"] is None
 
@@ -145,7 +148,7 @@ def test_train_writes_the_run(trained_run):
     for task, entry in metrics["tasks"].items():
         assert set(entry) >= {"single", "multi", "delta"}
         for side in ("single", "multi"):
-            assert set(entry[side]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc"}
+            assert set(entry[side]) == {"accuracy", "macro_f1", "micro_f1", "roc_auc", "map_at_3"}
             assert entry[side]["micro_f1"] == pytest.approx(entry[side]["accuracy"])
         assert entry["delta"]["accuracy"] == pytest.approx(entry["multi"]["accuracy"] - entry["single"]["accuracy"])
     assert metrics["tasks"]["scene"]["multi"]["accuracy"] > 0.5  # 5 classes: well above chance after 6 epochs

@@ -12,7 +12,7 @@ from mtl_edge.train.models import create_model, model_entry
 from mtl_edge.train.wavenet import WaveNetTrunk, downsample_repeat
 
 SPECS = {"scene": TaskSpec("scene", labels=("a", "b", "c")), "next_step": self_supervised_spec("next_step"),
-         "upsampling": self_supervised_spec("upsampling")}
+         "upsample": self_supervised_spec("upsample")}
 
 
 def _model(**size):
@@ -24,9 +24,10 @@ def _model(**size):
 
 
 def test_the_trunk_is_causal_with_the_documented_receptive_field():
-    trunk = WaveNetTrunk(channels=4, blocks=2, layers=3).eval()
+    torch.manual_seed(0)
+    trunk = WaveNetTrunk(channels=4, blocks=2, layers=3).eval().double()  # float64: the far taps' effect is tiny
     assert trunk.receptive_field == 1 + 2 * (1 + 2 + 4)
-    x = torch.randn(1, 300)
+    x = torch.randn(1, 300, dtype=torch.float64)
     y = x.clone()
     y[0, 100] += 1.0  # a change at sample 100 ...
     with torch.no_grad():
@@ -49,19 +50,19 @@ def test_next_step_predicts_each_sample_from_the_past_only():
     assert (a[:, 401] != b[:, 401]).all()  # the next one is predicted from it
 
 
-def test_upsampling_sees_only_the_4khz_version_of_the_clip():
+def test_upsample_sees_only_the_4khz_version_of_the_clip():
     x = torch.randn(3, 802)
     low = downsample_repeat(x)
     assert low.shape == x.shape
     torch.testing.assert_close(low[:, :800].reshape(3, -1, 4), x[:, :800].reshape(3, -1, 4).mean(-1, keepdim=True)
                                .expand(-1, -1, 4))
     torch.testing.assert_close(low[:, 800:], x[:, 800:].mean(-1, keepdim=True).expand(-1, 2))
-    # two clips with the same 4-sample means: the same upsampling output, other next-step outputs
+    # two clips with the same 4-sample means: the same upsample output, other next-step outputs
     model = _model()
     wiggle = torch.tensor([1.0, -1.0, 1.0, -1.0]).repeat(200)
     with torch.no_grad():
         a, b = model(x[:, :800]), model(x[:, :800] + 0.3 * wiggle)
-    torch.testing.assert_close(a["upsampling"], b["upsampling"])
+    torch.testing.assert_close(a["upsample"], b["upsample"])
     assert not torch.allclose(a["next_step"], b["next_step"])
 
 
@@ -79,21 +80,67 @@ def test_wavenet_trains_on_real_audio_with_its_auxiliary_tasks_and_exports(demo_
     from mtl_edge.export import export_run
     from mtl_edge.features.waveform import WaveformConfig
     from mtl_edge.train.run import train_run
-    from mtl_edge.train.trainer import TrainConfig
+    from mtl_edge.train.trainer import recipe_config
 
-    cfg = TrainConfig(model="wavenet", epochs=2, patience=5, mixup=0.0, batch_size=16,
-                      model_args={"channels": 8, "blocks": 2, "layers": 4, "tag_hidden": 16, "aux_hidden": 16})
-    run = train_run(demo_corpus, ["scene", "next_step", "upsampling"], tmp_path / "run", cfg,
+    cfg = recipe_config("lee2019", model="wavenet", epochs=2, patience=5, batch_size=16,
+                        model_args={"channels": 8, "blocks": 2, "layers": 4, "tag_hidden": 16, "aux_hidden": 16})
+    run = train_run(demo_corpus, ["scene", "next_step", "upsample", "denoise"], tmp_path / "run", cfg,
                     input_config=WaveformConfig(samples=4000), processes=1)
     tasks = run.metrics["tasks"]
-    assert 0 <= tasks["scene"]["multi"]["accuracy"] <= 1
-    for aux in ("next_step", "upsampling"):
+    assert 0 <= tasks["scene"]["multi"]["accuracy"] <= 1 and 0 <= tasks["scene"]["multi"]["map_at_3"] <= 1
+    for aux in ("next_step", "upsample", "denoise"):
         assert tasks[aux]["kind"] == "reconstruction" and np.isfinite(tasks[aux]["multi"]["mse"])
     # the 4 kHz version already holds most of the clip: rebuilding it beats predicting silence
-    assert tasks["upsampling"]["multi"]["relative_rmse"] < 1.0
+    assert tasks["upsample"]["multi"]["relative_rmse"] < 1.0
     exported = export_run(run.folder, formats="onnx", precisions="fp32", progress=False)
-    (artefact,) = exported.artefacts
-    assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene", "next_step", "upsampling"]
+    (artefact,) = exported.artefacts  # the inference heads only, by default
+    assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene"]
+    exported = export_run(run.folder, tmp_path / "all", formats="onnx", precisions="fp32", progress=False, heads="all")
+    (artefact,) = exported.artefacts  # the denoising head is never exported: its input is corrupted inside the model
+    assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene", "next_step", "upsample"]
+
+
+def test_denoise_needs_background_recordings(demo_corpus, tmp_path):
+    from mtl_edge.features.waveform import WaveformConfig
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import TrainConfig
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "audio").symlink_to(demo_corpus / "audio")
+    lines = (demo_corpus / "manifest.csv").read_text().splitlines()
+    kind = lines[0].split(",").index("kind")
+    (corpus / "manifest.csv").write_text("\n".join([lines[0], *(l for l in lines[1:] if l.split(",")[kind] != "silence")]) + "\n")
+    cfg = TrainConfig(model="wavenet", steps=1, model_args={"channels": 4, "blocks": 1, "layers": 2, "tag_hidden": 8,
+                                                            "aux_hidden": 8})
+    with pytest.raises(MtlEdgeError, match="denoise needs background recordings in the training split"):
+        train_run(corpus, ["scene", "denoise"], tmp_path / "run", cfg, input_config=WaveformConfig(samples=800),
+                  processes=1, workers=1)
+
+
+def test_wavenet_trains_with_the_paper_recipe_unless_told_otherwise(tiny_corpus, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mtl_edge.cli import app
+
+    base = ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,next_step", "--model", "wavenet", "--steps", "1",
+            "--model-args", "channels=4,blocks=1,layers=2,tag_hidden=8,aux_hidden=8"]
+    runner = CliRunner()
+    for extra, expect in [([], ("sum", 48, {"tagging": 5.37e-5, "auxiliary": 5e-3})),
+                          (["--weighting", "uniform", "--batch-size", "8"], ("uniform", 8, {"tagging": 5.37e-5, "auxiliary": 5e-3})),
+                          (["--recipe", "none"], ("uniform", 64, None))]:
+        out = tmp_path / str(len(extra))
+        result = runner.invoke(app, [*base, *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        train = json.loads((out / "config.json").read_text())["train"]
+        assert (train["weighting"], train["batch_size"], train.get("head_lr")) == expect
+    result = runner.invoke(app, [*base, "--label-fraction", "0.01", "--out", str(tmp_path / "few")])
+    assert result.exit_code != 0 and "without a training example" in result.output
+    result = runner.invoke(app, ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,denoise", "--out",
+                                 str(tmp_path / "dnn")])
+    assert result.exit_code != 0 and "has no head for denoise (reconstruction)" in result.output
 
 
 def test_model_args_on_the_command_line_are_checked_before_any_work(demo_corpus, tmp_path):
@@ -137,3 +184,99 @@ def test_inference_batches_keep_activations_small():
     whole, rows = predict(model, x), predict(model, x, batch=1)
     for task in whole:
         np.testing.assert_allclose(whole[task], rows[task], rtol=1e-5, atol=1e-6)
+
+
+def test_denoise_mixes_a_background_of_the_bank_at_10_to_15_db():
+    specs = {**SPECS, "denoise": self_supervised_spec("denoise")}
+    args = model_entry("wavenet").build_args(800, specs, None, channels=4, blocks=2, layers=3, tag_hidden=8, aux_hidden=8)
+    model = create_model("wavenet", **args)
+    x = torch.randn(64, 800) * 0.1
+    with pytest.raises(MtlEdgeError, match="no noise bank attached"):
+        model.eval()(x)
+    bank = torch.randn(5, 800) * 0.3
+    model.noise = bank
+    model.train()
+    noisy = model.add_noise(x)
+    added = noisy - x
+    snr = 20 * torch.log10(x.pow(2).mean(-1).sqrt() / added.pow(2).mean(-1).sqrt())
+    assert snr.min() >= 10 - 1e-3 and snr.max() <= 15 + 1e-3 and snr.std() > 0.5  # drawn over the whole range
+    # every added noise is a scaled background of the bank
+    for row in added[:8]:
+        ratios = [float(torch.linalg.vector_norm(row - (row @ b / (b @ b)) * b)) for b in bank]
+        assert min(ratios) < 1e-4
+    assert not torch.allclose(model.add_noise(x), noisy)  # training: a fresh draw each time
+    model.eval()
+    torch.testing.assert_close(model.add_noise(x), model.add_noise(x))  # evaluation: repeatable
+
+
+def test_chunked_gradients_equal_the_whole_batch(monkeypatch):
+    """A batch accumulated over chunks gives the whole batch's gradient, with mixup, for uniform and sum."""
+    from mtl_edge.train.trainer import batch_losses, chunked_backward, mixup_partners
+    from mtl_edge.train.weighting import create_weighting
+
+    tasks = list(SPECS)
+    x = torch.randn(10, 800) * 0.1
+    batch_tasks = torch.tensor([0, 1, 2, 0, 0, 1, 2, 0, 1, 0])
+    targets = torch.tensor([0, -1, -1, 1, 2, -1, -1, 1, -1, 0])
+    for name in ("uniform", "sum"):
+        weighting = create_weighting(name, tasks)
+        mix = mixup_partners(batch_tasks, 0.4, torch.Generator().manual_seed(1))
+        whole, chunked = _model().train(), _model().train()
+        losses = batch_losses(whole, x, batch_tasks, targets, tasks, mix, SPECS)
+        counts = {t: int((batch_tasks == i).sum()) for i, t in enumerate(tasks)}
+        total = weighting.backward(losses, whole.shared_parameters(), counts)
+        total_c, losses_c = chunked_backward(chunked, weighting, x, batch_tasks, targets, tasks, mix, SPECS, chunk=3)
+        torch.testing.assert_close(total_c, total.detach(), rtol=1e-5, atol=1e-7)
+        for t in tasks:
+            torch.testing.assert_close(losses_c[t], losses[t].detach(), rtol=1e-5, atol=1e-7)
+        for (n, a), (_, b) in zip(whole.named_parameters(), chunked.named_parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=n)
+    assert _model().train_chunk == _model().predict_batch
+
+
+def test_the_sum_weighting_adds_per_task_means():
+    from mtl_edge.train.weighting import create_weighting
+
+    losses = {"a": torch.tensor(2.0), "b": torch.tensor(6.0)}  # summed sample losses / batch size 4
+    total = create_weighting("sum", ["a", "b"]).combine(losses, {"a": 1, "b": 3})
+    assert float(total) == pytest.approx(2.0 * 4 / 1 + 6.0 * 4 / 3)  # mean of a's 1 sample + mean of b's 3
+    with pytest.raises(MtlEdgeError, match="needs each task's sample count"):
+        create_weighting("sum", ["a", "b"]).combine(losses)
+
+
+def test_the_lee2019_recipe_sets_per_head_learning_rates_and_their_decay():
+    from mtl_edge.train.trainer import TrainConfig, _param_groups, recipe_config
+
+    cfg = recipe_config("lee2019", model="wavenet")
+    assert (cfg.weighting, cfg.batch_size, cfg.betas, cfg.mixup) == ("sum", 48, (0.9, 0.99), 0.0)
+    model = _model()
+    groups = _param_groups(cfg, model, SPECS, [])
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[3e-4] == {id(p) for p in model.trunk.parameters()}
+    assert by_lr[5.37e-5] == {id(p) for p in model.heads["scene"].parameters()}
+    assert by_lr[5e-3] == {id(p) for t in ("next_step", "upsample") for p in model.heads[t].parameters()}
+    assert [cfg.lr_at(1.0, e) for e in (0, 4, 5, 9, 10)] == [1.0, 1.0, 0.95, 0.95, pytest.approx(0.9025)]
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert set(TrainConfig().to_json()) == {"model", "hidden", "dropout", "optimizer", "lr", "momentum", "weight_decay",
+                                            "batch_size", "epochs", "patience", "mixup", "select", "weighting", "seed"}
+    with pytest.raises(MtlEdgeError, match="unknown training recipe 'paper'"):
+        recipe_config("paper")
+
+
+def test_label_fraction_keeps_classes_and_unlabeled_seconds_caps_the_pool(tiny_corpus):
+    from mtl_edge.features.waveform import WaveformConfig
+    from mtl_edge.train.data import apply_budget, load_task_data
+
+    data = load_task_data(tiny_corpus, ["scene", "next_step"], WaveformConfig(samples=4000), workers=1, progress=False)
+    scarce = apply_budget(data, label_fraction=0.5, unlabeled_seconds=5.0, seed=0)
+    before, after = data.tasks["scene"], scarce.tasks["scene"]
+    for label_id in range(len(before.labels)):
+        n = int((before.targets["train"] == label_id).sum())
+        assert int((after.targets["train"] == label_id).sum()) == n // 2
+    assert set(after.rows["train"]) < set(before.rows["train"])
+    np.testing.assert_array_equal(after.rows["test"], before.rows["test"])
+    assert len(scarce.tasks["next_step"].rows["train"]) == 20  # 5 s of 0.25 s clips
+    again = apply_budget(data.subset(["scene"]), label_fraction=0.5, seed=0)  # a baseline draws the same subset
+    np.testing.assert_array_equal(again.tasks["scene"].rows["train"], after.rows["train"])
+    with pytest.raises(MtlEdgeError, match="leaves class .* without a training example"):
+        apply_budget(data, label_fraction=0.01)

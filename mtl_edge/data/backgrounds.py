@@ -15,10 +15,15 @@ from mtl_edge.errors import MtlEdgeError
 BACKGROUND_KIND = "silence"
 
 
+def background_rels(manifest: Manifest, split: str = "train") -> list[str]:
+    """The background recordings of ``split``, as corpus-relative paths (sorted; empty when there are none)."""
+    return sorted({r.path for r in manifest.rows if r.split == split and r.extra.get("kind") == BACKGROUND_KIND})
+
+
 def background_paths(corpus: str | Path | Manifest, split: str = "train") -> list[Path]:
     """The background recordings of ``split`` (absolute paths, sorted); a clear error when there are none."""
     manifest = corpus if isinstance(corpus, Manifest) else read_manifest(corpus, check_files=False)
-    rels = sorted({r.path for r in manifest.rows if r.split == split and r.extra.get("kind") == BACKGROUND_KIND})
+    rels = background_rels(manifest, split)
     if not rels:
         raise MtlEdgeError(
             f"{manifest.root}: no background recordings in the {split} split (clips with kind={BACKGROUND_KIND} in the "

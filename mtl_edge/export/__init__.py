@@ -135,7 +135,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
                per_tensor: bool = False, force: bool = False, allow_degraded: bool = False,
                thresholds: dict | None = None, *, models=None, calibration_size: int = 256, seed: int = 0,
                latency_runs: int = 200, progress: bool = True, workers: int = 2, tflite_runtime: str | None = None,
-               end_to_end: bool = False) -> ExportResult:
+               end_to_end: bool = False, heads: str = "inference") -> ExportResult:
     """Export, verify and time every model of ``run``; see the module docstring for the folder layout.
 
     Raises MtlEdgeError for a bad run or checkpoint, an op a format cannot take, an out folder that
@@ -143,7 +143,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     ``allow_degraded``: then it is kept and marked "degraded"). ``models`` limits the export to some of
     the run's models ("multi", "single" = every baseline, "single:<task>"; default all). ``end_to_end``
     adds the waveform-in graphs of the multi-task model (onnx and tflite formats; the test clips must all
-    have one length).
+    have one length). ``heads``: ``"inference"`` (the labelled tasks' heads) or ``"all"`` (see ``run_sources``).
     """
     from mtl_edge.export import onnx as onnx_export
     from mtl_edge.export import tflite as tflite_export
@@ -164,7 +164,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
     limits = resolve_thresholds(thresholds)
     run = Path(run)
     out = Path(out) if out is not None else run / "export"
-    sources, config = run_sources(run, models)
+    sources, config = run_sources(run, models, heads)
     settings = ExportConfig(tuple(formats), tuple(precisions), per_tensor, allow_degraded, tuple(limits.items()),
                             tuple(s.label for s in sources), calibration_size, seed, latency_runs, end_to_end)
     input_kind = sources[0].info.get("input_kind", "features")
@@ -177,7 +177,8 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             raise MtlEdgeError("--end-to-end exports the multi-task model waveform in; include multi in --models")
         if not e2e_formats:
             raise MtlEdgeError(f"--end-to-end needs one of the formats {', '.join(E2E_FORMATS)}")
-    identity = {"format": FORMAT, "run": str(run.resolve()), "checkpoint_sha256": {s.label: s.sha256 for s in sources}}
+    identity = {"format": FORMAT, "run": str(run.resolve()), "checkpoint_sha256": {s.label: s.sha256 for s in sources},
+                **({"heads": heads} if heads != "inference" else {})}
     check_out_folder(out, identity, force)
 
     # The data: always with the checkpoint's feature config and label lists.
@@ -219,7 +220,7 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "feature_config": feature_config.to_json(),
             "note": "rows of the corpus feature cache (the feature matrix of load_task_data) used for static int8",
             "models": calibration}, sort_keys=False)
-        references = {s.label: predict(s.model, model_inputs.features) for s in sources}
+        references = {s.label: predict(s.model, model_inputs.features, tasks=s.tasks) for s in sources}
         graphs = {s.label: export_graph(s.model, s.tasks, input_dim, s.label, input_kind) for s in sources}
         bar = progress_bar() if progress else None
         if bar:

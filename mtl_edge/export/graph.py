@@ -31,8 +31,7 @@ class ExportGraph(nn.Module):
         self.eval()
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(features)
-        return {task: out[task] for task in self.tasks}
+        return _outputs(self.model, features, self.tasks)
 
 
 class WaveformExportGraph(ExportGraph):
@@ -41,8 +40,15 @@ class WaveformExportGraph(ExportGraph):
     input_name = INPUT_NAMES["waveform"]
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.model(waveform)
-        return {task: out[task] for task in self.tasks}
+        return _outputs(self.model, waveform, self.tasks)
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
+    """The exported heads only (a registered model computes no others); any ``{task: output}`` module otherwise."""
+    if hasattr(model, "forward_tasks"):
+        return model.forward_tasks(x, tasks)
+    out = model(x)
+    return {task: out[task] for task in tasks}
 
 
 def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str, input_kind: str = "features") -> ExportGraph:
@@ -52,7 +58,7 @@ def export_graph(model: nn.Module, tasks: list[str], input_dim: int, label: str,
     graph = (WaveformExportGraph if input_kind == "waveform" else ExportGraph)(model, tasks).eval()
     with torch.no_grad():
         try:
-            out = graph.model(torch.zeros(2, input_dim))
+            out = graph(torch.zeros(2, input_dim))
         except Exception as exc:  # a model of another family / input layout
             raise MtlEdgeError(f"{label}: the model does not take [batch, {input_dim}] {input_kind}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None

@@ -39,8 +39,19 @@ def select_models(labels: list[str], models) -> list[str]:
     return [label for label in labels if label in chosen]
 
 
-def run_sources(run: Path, models=None) -> tuple[list[Source], dict]:
+HEADS = ("inference", "all")
+
+
+def run_sources(run: Path, models=None, heads: str = "inference") -> tuple[list[Source], dict]:
+    """The run's checkpoints to export. ``heads="inference"`` exports the heads of labelled tasks only
+    (the auxiliary reconstruction heads serve training; a baseline of one is not exported); ``"all"``
+    keeps the reconstruction heads too (the denoising head is never exported: its input is corrupted
+    with random noise inside the model)."""
+    from mtl_edge.tasks import specs_from_checkpoint
     from mtl_edge.train.checkpoint import load_checkpoint
+
+    if heads not in HEADS:
+        raise MtlEdgeError(f"--heads must be one of {', '.join(HEADS)}, not {heads!r}")
 
     config_path = run / "config.json"
     if not run.is_dir():
@@ -68,7 +79,18 @@ def run_sources(run: Path, models=None) -> tuple[list[Source], dict]:
                                "every registered model must (features per vector or samples per clip)")
         if label.startswith("single:") and tasks != [label.split(":", 1)[1]]:
             raise MtlEdgeError(f"{path}: a single-task baseline of {label[7:]!r} holds tasks {tasks}")
+        specs = specs_from_checkpoint(info)
+        if heads == "inference":
+            tasks = [t for t in tasks if specs[t].needs_labels]
+        elif any(specs[t].options.get("wavenet_head") == "denoise" for t in tasks):
+            if label.startswith("single:"):
+                continue
+            tasks = [t for t in tasks if specs[t].options.get("wavenet_head") != "denoise"]
+        if not tasks:
+            continue  # a baseline of an auxiliary task: nothing to deploy
         sources.append(Source(label, path, model, info, tasks, sha256_file(path)))
+    if not sources:
+        raise MtlEdgeError(f"{run}: the chosen models have no heads to export (--heads all keeps reconstruction heads)")
     first = sources[0]
     for s in sources[1:]:
         if s.info.get("feature_config") != first.info.get("feature_config"):

@@ -37,6 +37,8 @@ class TaskData:
     feature_config: dict  # the input config's JSON (kind "features" when absent)
     tasks: dict[str, TaskRows]
     paths: list[str] = field(default_factory=list)  # clip path (relative to the corpus) of each input row
+    # input rows of the training split's background recordings (manifest kind=silence): noise for denoising
+    background_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def features(self) -> np.ndarray:
@@ -63,7 +65,8 @@ class TaskData:
         return {t: r.spec for t, r in self.tasks.items()}
 
     def subset(self, tasks: list[str]) -> "TaskData":
-        return TaskData(self.corpus, self.inputs, self.feature_config, {t: self.tasks[t] for t in tasks}, self.paths)
+        return TaskData(self.corpus, self.inputs, self.feature_config, {t: self.tasks[t] for t in tasks}, self.paths,
+                        self.background_rows)
 
     def samples(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All samples of ``split`` of every task, task by task: (input rows, task ids, target ids)."""
@@ -131,9 +134,12 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
         out[task] = TaskRows(list(names), rows, targets, corpus_task_spec(task, list(names)))
     inputs = np.array(table.features, dtype=np.float32, order="C", copy=True)  # in memory, writable
     paths = list(table.paths)
+    from mtl_edge.data.backgrounds import background_rels
+
+    backgrounds = np.array([index[p] for p in background_rels(manifest) if p in index], dtype=np.int64)
     if augment is not None and augment.active:
         inputs, paths = _add_augmented(corpus, out, inputs, paths, cfg, augment, cache_dir, workers, progress)
-    return TaskData(corpus, inputs, cfg.to_json(), out, paths)
+    return TaskData(corpus, inputs, cfg.to_json(), out, paths, backgrounds)
 
 
 def _add_augmented(corpus, tasks: dict[str, TaskRows], inputs: np.ndarray, paths: list[str], cfg, augment, cache_dir,
@@ -154,3 +160,52 @@ def _add_augmented(corpus, tasks: dict[str, TaskRows], inputs: np.ndarray, paths
         rows.targets["train"] = np.concatenate([rows.targets["train"]] * (augment.copies + 1))
     new_paths = paths + [f"{rel}#augmented-{k}" for rel, k in extra.items]
     return np.concatenate([inputs, extra.inputs]), new_paths
+
+
+def apply_budget(data: TaskData, label_fraction: float = 1.0, unlabeled_seconds: float = 0.0, seed: int = 0) -> TaskData:
+    """``data`` with fewer training samples: ``label_fraction`` of each labelled task's (per class,
+    at least one each; a class left without any is an error) and, for the self-supervised tasks, a
+    pool of training clips holding at most ``unlabeled_seconds`` of audio (0: all). Validation and
+    test are untouched; the same seed gives the same subset, so single-task baselines see the same data."""
+    if not 0.0 < label_fraction <= 1.0:
+        raise MtlEdgeError(f"--label-fraction must be in (0, 1], not {label_fraction}")
+    if unlabeled_seconds < 0:
+        raise MtlEdgeError(f"--unlabeled-seconds must be >= 0, not {unlabeled_seconds}")
+    if label_fraction == 1.0 and not unlabeled_seconds:
+        return data
+    import zlib
+
+    tasks = {}
+    for name, rows in data.tasks.items():
+        rng = np.random.default_rng([seed, 7, zlib.crc32(name.encode())])  # per task: a baseline draws the same
+        train, targets = rows.rows["train"], rows.targets["train"]
+        if rows.labels and label_fraction < 1.0:
+            keep = []
+            for label_id in range(len(rows.labels)):
+                members = np.flatnonzero(targets == label_id)
+                n = int(np.floor(label_fraction * len(members)))
+                if n == 0:
+                    raise MtlEdgeError(f"--label-fraction {label_fraction} leaves class {rows.labels[label_id]!r} of task "
+                                       f"{name!r} without a training example ({len(members)} in the training split)")
+                keep.append(rng.choice(members, n, replace=False))
+            chosen = np.sort(np.concatenate(keep))
+        elif not rows.labels and unlabeled_seconds:
+            seconds_per_clip = _clip_seconds(data)
+            n = min(len(train), int(unlabeled_seconds // seconds_per_clip))
+            if n == 0:
+                raise MtlEdgeError(f"--unlabeled-seconds {unlabeled_seconds:g} holds no clip of {seconds_per_clip:g} s")
+            chosen = np.sort(rng.choice(len(train), n, replace=False))
+        else:
+            tasks[name] = rows
+            continue
+        tasks[name] = TaskRows(rows.labels, {**rows.rows, "train": train[chosen]}, {**rows.targets, "train": targets[chosen]},
+                               rows.spec)
+    return TaskData(data.corpus, data.inputs, data.feature_config, tasks, data.paths, data.background_rows)
+
+
+def _clip_seconds(data: TaskData) -> float:
+    """Audio seconds per input row of a waveform input (its samples at its rate); 1 s for summary features."""
+    cfg = data.feature_config
+    if cfg.get("kind") == "waveform":
+        return float(cfg["samples"]) / float(cfg["sample_rate"])
+    return 1.0

@@ -50,6 +50,7 @@ def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]
     labels = {t: info["labels"][t] for t in present}
     specs = specs_from_checkpoint(info)
     data = load_task_data(corpus, present, config_from_json(info["feature_config"]), labels=labels)
+    model.attach_data(data)
     logits = predict(model, data.inputs)
     out = {}
     for task, rows in data.tasks.items():

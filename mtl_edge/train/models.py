@@ -101,6 +101,9 @@ class MultiTaskModel(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def attach_data(self, data) -> None:
+        """Take what the model needs of the training data beyond its weights (e.g. a noise bank); nothing by default."""
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """The parameters every task updates (PCGrad de-conflicts their gradients)."""
         raise NotImplementedError
@@ -119,6 +122,11 @@ class MultiTaskModel(nn.Module):
         """Each task's output on its own samples only (``masks``: task -> bool [batch]): the trunk runs once."""
         shared = self.embed(x)
         return {task: self.heads[task](shared[mask]) for task, mask in masks.items()}
+
+    def forward_tasks(self, x: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
+        """``forward`` for some of the heads only (an export of the inference heads computes no others)."""
+        out = self.forward(x)
+        return {task: out[task] for task in tasks}
 
 
 class Standardize(nn.Module):

@@ -54,6 +54,12 @@ class TrainConfig:
     steps: int = 0  # > 0: exactly this many optimizer steps, no early stopping (epochs, patience unused)
     model_args: dict = field(default_factory=dict)  # the model family's own size options (e.g. wavenet channels)
     augment: dict = field(default_factory=dict)  # AugmentConfig JSON: augmented copies of training clips (none when empty)
+    label_fraction: float = 1.0  # of each labelled task's training samples kept (stratified; a scarce-label regime)
+    unlabeled_seconds: float = 0.0  # audio in the self-supervised tasks' training pool (0: every training clip)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam
+    head_lr: dict = field(default_factory=dict)  # learning rate per head group ("tagging", "auxiliary"); lr = the trunk's
+    lr_decay: float = 1.0  # every lr times this ...
+    lr_decay_every: int = 0  # ... every this many epochs (0: constant)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -64,6 +70,11 @@ class TrainConfig:
             del d["model_args"]
         if not self.augment:  # and before augmentation
             del d["augment"]
+        d["betas"] = list(self.betas)
+        for key, default in (("betas", [0.9, 0.999]), ("head_lr", {}), ("lr_decay", 1.0), ("lr_decay_every", 0),
+                             ("label_fraction", 1.0), ("unlabeled_seconds", 0.0)):
+            if d[key] == default:  # and before training recipes
+                del d[key]
         return d
 
     def augment_config(self):
@@ -80,7 +91,32 @@ class TrainConfig:
     def from_json(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["hidden"] = tuple(d["hidden"])
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
         return cls(**d)
+
+    def lr_at(self, base: float, epoch: int) -> float:
+        """A group's learning rate in ``epoch`` (0-based) under the step decay."""
+        return base * self.lr_decay ** (epoch // self.lr_decay_every) if self.lr_decay_every else base
+
+
+# Training recipes: TrainConfig fields of a paper's setup (``train --recipe NAME``; options given beside it win).
+RECIPES: dict[str, dict] = {
+    # Lee et al. 2019 (WaveNet + self-supervised auxiliaries): the summed task losses, Adam
+    # (0.9, 0.99) without weight decay, trunk 3e-4 / tagging head 5.37e-5 / auxiliary heads 5e-3,
+    # x0.95 every 5 epochs, batch 48, no mixup
+    "lee2019": {"weighting": "sum", "optimizer": "adam", "lr": 3e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
+                "head_lr": {"tagging": 5.37e-5, "auxiliary": 5e-3}, "lr_decay": 0.95, "lr_decay_every": 5,
+                "batch_size": 48, "mixup": 0.0},
+}
+HEAD_GROUPS = ("tagging", "auxiliary")  # labelled tasks' heads, reconstruction heads
+
+
+def recipe_config(name: str, **given) -> "TrainConfig":
+    """``TrainConfig`` of recipe ``name`` with ``given`` fields on top."""
+    if name not in RECIPES:
+        raise MtlEdgeError(f"unknown training recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], **given})
 
 
 @dataclass
@@ -92,8 +128,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
-def predict(model: nn.Module, features: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
-    """Outputs of every task for every row of ``features`` (the model inputs; eval mode, no gradients)."""
+def predict(model: nn.Module, features: np.ndarray, batch: int | None = None, tasks: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Outputs of every task (or of ``tasks``) for every row of ``features`` (the model inputs; eval mode, no gradients)."""
     model.eval()
     if batch is None:  # the model's own (a conv trunk's activations are many times its input), else ~16 MB of input
         batch = getattr(model, "predict_batch", None) or \
@@ -101,7 +137,8 @@ def predict(model: nn.Module, features: np.ndarray, batch: int | None = None) ->
     outs: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for i in range(0, len(features), batch):
-            for task, logits in model(torch.from_numpy(np.ascontiguousarray(features[i:i + batch]))).items():
+            x = torch.from_numpy(np.ascontiguousarray(features[i:i + batch]))
+            for task, logits in (model(x) if tasks is None else model.forward_tasks(x, tasks)).items():
                 outs.setdefault(task, []).append(logits.numpy())
     return {t: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for t, v in outs.items()}
 
@@ -116,12 +153,19 @@ def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, t
     ``partner[i]`` (of the same task) and its loss is ``lam * L(y_i) + (1 - lam) * L(y_partner)``; a
     task whose target is the input rebuilds the blended input.
     """
-    from mtl_edge.tasks import corpus_task_spec
-
-    specs = specs or {t: corpus_task_spec(t, []) for t in tasks}
     if mix is not None:
         lam, partner = mix
         x = lam * x + (1 - lam) * x[partner]
+        mix = (lam, targets[partner])
+    return _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, len(x))
+
+
+def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator: int) -> dict[str, torch.Tensor]:
+    """``batch_losses`` on an already blended ``x``; ``mix = (lam, partner targets)``; each task's
+    summed loss divided by ``denominator`` (the whole batch's size when ``x`` is a chunk of it)."""
+    from mtl_edge.tasks import corpus_task_spec
+
+    specs = specs or {t: corpus_task_spec(t, []) for t in tasks}
     masks = {task: batch_tasks == i for i, task in enumerate(tasks)}
     masks = {task: mask for task, mask in masks.items() if mask.any()}
     outputs = model.task_outputs(x, masks)
@@ -134,9 +178,35 @@ def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, t
         else:
             loss = loss_fn(out, targets[mask])
             if mix is not None:
-                loss = lam * loss + (1 - lam) * loss_fn(out, targets[partner][mask])
-        losses[task] = loss / len(x)
+                lam, partner_targets = mix
+                loss = lam * loss + (1 - lam) * loss_fn(out, partner_targets[mask])
+        losses[task] = loss / denominator
     return losses
+
+
+def chunked_backward(model: nn.Module, weighting, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
+                     tasks: list[str], mix, specs, chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The gradient of one batch, accumulated over chunks of ``chunk`` samples (for a weighting that is
+    a fixed sum of the task losses, the same gradient as the whole batch at once).
+
+    Why: a convolutional trunk on raw audio keeps several activations of [batch, channels, samples]
+    for the backward pass; past ~32 MB each is a fresh memory map whose pages the kernel zeroes on
+    every step (measured, WaveNet 2x5x16 on 1 s clips, batch 48: 9.3 s a step, 6.6 s of it system
+    time; in chunks of 8: 2.6 s)."""
+    if mix is not None:
+        lam, partner = mix
+        x = lam * x + (1 - lam) * x[partner]
+        mix = (lam, targets[partner])
+    totals: dict[str, torch.Tensor] = {}
+    counts = {task: int((batch_tasks == i).sum()) for i, task in enumerate(tasks)}
+    for start in range(0, len(x), chunk):
+        part = slice(start, start + chunk)
+        losses = _mixed_losses(model, x[part], batch_tasks[part], targets[part], tasks,
+                               None if mix is None else (mix[0], mix[1][part]), specs, len(x))
+        weighting.combine(losses, counts).backward()
+        for task, value in losses.items():
+            totals[task] = totals.get(task, 0.0) + value.detach()
+    return weighting.combine(totals, counts).detach(), totals
 
 
 def mixup_partners(batch_tasks: torch.Tensor, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
@@ -151,9 +221,28 @@ def mixup_partners(batch_tasks: torch.Tensor, alpha: float, generator: torch.Gen
     return lam, partner
 
 
+def _param_groups(cfg: TrainConfig, model: nn.Module, specs: dict, extra: list) -> list[dict]:
+    """One group at ``cfg.lr`` (trunk, weighting), plus one per head group of ``cfg.head_lr``."""
+    unknown = sorted(set(cfg.head_lr) - set(HEAD_GROUPS))
+    if unknown:
+        raise MtlEdgeError(f"head_lr: unknown head group(s) {', '.join(unknown)}; groups: {', '.join(HEAD_GROUPS)}")
+    if not cfg.head_lr:
+        return [{"params": [*model.parameters(), *extra], "lr": cfg.lr}]
+    grouped: dict[str, list] = {g: [] for g in cfg.head_lr}
+    taken = set()
+    for task, head in model.heads.items():
+        group = "tagging" if specs[task].needs_labels else "auxiliary"
+        if group in grouped:
+            grouped[group] += list(head.parameters())
+            taken |= {id(p) for p in head.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in taken] + list(extra)
+    return [{"params": rest, "lr": cfg.lr}] + [{"params": ps, "lr": cfg.head_lr[g]} for g, ps in grouped.items() if ps]
+
+
 def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """``params``: parameters, or param groups (each with its own "lr")."""
     if cfg.optimizer == "adam":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise MtlEdgeError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
@@ -165,13 +254,19 @@ def split_metrics(model: nn.Module, data: TaskData, split: str, metrics=None) ->
     ``metrics(spec, outputs, targets, inputs)`` defaults to ``task_metrics``; validation passes a
     cheaper one that computes only the selection metric."""
     metrics = metrics or task_metrics
-    outputs = predict(model, data.inputs)
+    model.attach_data(data)
+    # only the split's clips go through the model (a conv trunk costs per clip; the training rows are most of them)
+    needed = np.unique(np.concatenate([rows.rows[split] for rows in data.tasks.values()]))
+    if len(needed) == 0:
+        return {}
+    outputs = predict(model, data.inputs[needed])
     out = {}
     for task, rows in data.tasks.items():
         idx = rows.rows[split]
         if len(idx) == 0:
             continue
-        out[task] = metrics(rows.spec, outputs[task][idx], rows.targets[split], data.inputs[idx])
+        at = np.searchsorted(needed, idx)
+        out[task] = metrics(rows.spec, outputs[task][at], rows.targets[split], data.inputs[idx])
     return out
 
 
@@ -217,8 +312,11 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     model = create_model(cfg.model, **build_args)
     train_rows, train_tasks, train_targets = data.samples("train")
     model.fit_input_statistics(torch.from_numpy(data.inputs[np.unique(train_rows)]))
+    model.attach_data(data)
     weighting = create_weighting(cfg.weighting, tasks)
-    optimizer = _optimizer(cfg, [*model.parameters(), *weighting.parameters()])
+    groups = _param_groups(cfg, model, specs, list(weighting.parameters()))
+    base_lrs = [g["lr"] for g in groups]
+    optimizer = _optimizer(cfg, groups)
     shuffle = torch.Generator().manual_seed(cfg.seed)
     start_epoch, best_score, best_epoch, best_state, history, curves = 0, float("-inf"), -1, None, [], []
 
@@ -245,6 +343,9 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
     n = len(rows_t)
     shared = model.shared_parameters()
+    # clips per forward/backward pass: the model's own (a conv trunk's activations are large), when
+    # the weighting's gradient is a fixed sum of the task losses (pcgrad and uncertainty need the batch)
+    chunk = getattr(model, "train_chunk", None) if weighting.chunkable else None
     batches_per_epoch = max(1, -(-n // cfg.batch_size))
     epochs = cfg.epochs_for(batches_per_epoch)
     bar_task = progress.add_task(f"{label} epochs", total=epochs, completed=start_epoch) if progress else None
@@ -254,6 +355,8 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
         if not cfg.steps and epoch - best_epoch > cfg.patience and best_epoch >= 0:
             break
         model.train()
+        for group, base in zip(optimizer.param_groups, base_lrs):  # the step decay (a function of the epoch: resumable)
+            group["lr"] = cfg.lr_at(base, epoch)
         order = torch.randperm(n, generator=shuffle)
         for b, start in enumerate(range(0, n, cfg.batch_size)):
             if cfg.steps and epoch * batches_per_epoch + b >= cfg.steps:
@@ -263,9 +366,14 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
             if probe is not None:
                 probe(epoch * batches_per_epoch + b, model, x_all[rows_t[idx]], batch_tasks, targets_t[idx])
             mix = mixup_partners(batch_tasks, cfg.mixup, shuffle) if cfg.mixup > 0 else None
-            losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs)
             optimizer.zero_grad(set_to_none=True)
-            total = weighting.backward(losses, shared)
+            if chunk and len(idx) > chunk:
+                total, losses = chunked_backward(model, weighting, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks,
+                                                 mix, specs, chunk)
+            else:
+                losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs)
+                counts = {task: int((batch_tasks == i).sum()) for i, task in enumerate(tasks)}
+                total = weighting.backward(losses, shared, counts)
             if not torch.isfinite(total):
                 raise MtlEdgeError(
                     f"{label or 'training'}: loss became {total.item()} at epoch {epoch + 1}, batch {b + 1} "

@@ -12,17 +12,24 @@ Heads, each as small as the task allows (the paper's Table 3):
 - ``next_step``: two 1x1 convolutions (128, then 1) with a ReLU between; the output at sample t is
   the prediction made from the trunk at t-1, so the head "rebuilds the input" one step ahead and the
   reconstruction loss against the input is the next-step loss (sample 0 is predicted as 0);
-- ``upsampling``: its own trunk pass on the clip averaged down to 4 kHz and repeated back to 16 kHz,
+- ``upsample``: its own trunk pass on the clip averaged down to 4 kHz and repeated back to 16 kHz,
   then two convolutions (128, filter width 11) back to the original samples;
+- ``denoise``: its own trunk pass on the clip plus a real background recording at a random SNR
+  (10-15 dB), the same head shape, back to the clean clip. The noise bank is the training split's
+  background recordings (``TaskData.background_rows``: the manifest's ``kind=silence`` clips, the
+  demo's ``_silence_`` stretches of its scenes' backgrounds), attached by the trainer
+  (``attach_data``); it is no part of the checkpoint. In training the noise and SNR are drawn
+  from torch's generator (seeded, saved with the resumable state); in evaluation from a fixed seed;
 - any other reconstruction task: the same head on the clean trunk output (an autoencoder).
 
-A task's head is chosen by its spec: ``TaskSpec.options["wavenet_head"]`` (``next_step`` or
-``upsampling``: the self-supervised tasks of those names in ``mtl_edge.tasks``), else by its kind. Denoising (noise from real background recordings of the training
-split) needs data the model does not see and is not here yet.
+A task's head is chosen by its spec: ``TaskSpec.options["wavenet_head"]`` (``next_step``,
+``upsample`` or ``denoise``: the self-supervised tasks of those names in ``mtl_edge.tasks``), else
+by its kind.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +38,7 @@ from mtl_edge.tasks import TaskSpec
 from mtl_edge.train.models import MultiTaskModel, register_model
 
 UPSAMPLING_FACTOR = 4  # 16 kHz -> 4 kHz -> 16 kHz
+DENOISE_SNR_DB = (10.0, 15.0)  # the paper's range
 
 
 class CausalConv1d(nn.Conv1d):
@@ -126,6 +134,9 @@ class WaveNet(MultiTaskModel):
             else:  # the paper: 1x1 convolutions for next-step, filter width 11 for the corrupted inputs
                 heads[task] = ReconstructionHead(channels, aux_hidden, 1 if kind in ("next_step", "autoencoder") else 11)
         self.heads = nn.ModuleDict(heads)
+        snr = [spec.get("snr_db") for t, spec in tasks.items() if self.head_kinds[t] == "denoise"]
+        self.snr_db = tuple(snr[0] or DENOISE_SNR_DB) if snr else DENOISE_SNR_DB
+        self.register_buffer("noise", torch.zeros(0, self.input_dim), persistent=False)  # see attach_data
 
     @property
     def predict_batch(self) -> int:
@@ -133,6 +144,39 @@ class WaveNet(MultiTaskModel):
         memory maps each time (measured: 120 one-second clips at 8 channels, batch 120: 6.1 s wall of which
         3.6 s in the kernel zeroing pages; batch 8: 1.3 s)."""
         return max(1, 1_000_000 // (self.input_dim * self.trunk.input.out_channels))
+
+    @property
+    def train_chunk(self) -> int:
+        """Clips per forward/backward pass in training (the trainer accumulates a batch's gradient over
+        chunks): one activation near 4 MB, as in inference."""
+        return self.predict_batch
+
+    def attach_data(self, data) -> None:
+        """Take the noise bank for ``denoise`` from the training split's background recordings."""
+        if "denoise" not in self.head_kinds.values():
+            return
+        rows = getattr(data, "background_rows", None)
+        if rows is None or len(rows) == 0:
+            raise MtlEdgeError(
+                f"task denoise needs background recordings in the training split of {data.corpus} (clips with "
+                "kind=silence in the manifest's kind column, as the demo corpus's _silence_ clips); this corpus has none"
+            )
+        self.noise = torch.from_numpy(np.ascontiguousarray(data.inputs[rows]))
+
+    def add_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus a background recording of the bank at a random SNR within ``snr_db``."""
+        if len(self.noise) == 0:
+            raise MtlEdgeError("task denoise: no noise bank attached (WaveNet.attach_data with the training data)")
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        pick = torch.randint(len(self.noise), (len(x),), generator=generator)
+        snr = torch.rand(len(x), generator=generator) * (self.snr_db[1] - self.snr_db[0]) + self.snr_db[0]
+        noise = self.noise[pick]
+
+        def rms(a: torch.Tensor) -> torch.Tensor:
+            return a.pow(2).mean(dim=-1).sqrt().clamp_min(1e-8)
+
+        gain = rms(x) / rms(noise) * torch.pow(10.0, -snr / 20)
+        return x + gain.unsqueeze(-1) * noise
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(x)
@@ -145,16 +189,22 @@ class WaveNet(MultiTaskModel):
 
     def _head(self, task: str, clean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         kind = self.head_kinds[task]
-        if kind == "upsampling":  # its own trunk pass on the degraded input, as in the paper
+        if kind == "upsample":  # its own trunk pass on the degraded input, as in the paper
             return self.heads[task](self.trunk(downsample_repeat(x)))
+        if kind == "denoise":
+            return self.heads[task](self.trunk(self.add_noise(x)))
         out = self.heads[task](clean)
         if kind == "next_step":  # output t = the prediction made at t-1
             return nn.functional.pad(out[..., :-1], (1, 0))
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_tasks(x, list(self.heads))
+
+    def forward_tasks(self, x: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
+        """Only ``tasks``' heads: the extra trunk passes of the corrupted inputs run only when asked for."""
         clean = self.trunk(x)
-        return {task: self._head(task, clean, x) for task in self.heads}
+        return {task: self._head(task, clean, x) for task in tasks}
 
     def task_outputs(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         clean = self.trunk(x)
@@ -180,7 +230,8 @@ def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> di
     if bad:
         raise MtlEdgeError(f"wavenet: model options are positive integers, not {', '.join(bad)}")
     return {"input_dim": int(input_dim), **size,
-            "tasks": {t: {"kind": s.kind, "outputs": s.outputs, "head": s.options.get("wavenet_head", "")}
+            "tasks": {t: {"kind": s.kind, "outputs": s.outputs, "head": s.options.get("wavenet_head", ""),
+                          **({"snr_db": list(s.options["snr_db"])} if "snr_db" in s.options else {})}
                       for t, s in specs.items()}}
 
 

@@ -34,16 +34,19 @@ class Weighting(nn.Module):
     """Base: combine the task losses into one scalar and backpropagate it."""
 
     name = "base"
+    chunkable = False  # True: the gradient is a fixed sum of the task losses, so a batch may be accumulated in chunks
 
     def __init__(self, tasks: list[str]):
         super().__init__()
         self.tasks = list(tasks)
 
-    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    def combine(self, losses: dict[str, torch.Tensor], counts: dict[str, int] | None = None) -> torch.Tensor:
+        """One scalar from the task losses; ``counts``: each task's samples in the whole batch."""
         raise NotImplementedError
 
-    def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter]) -> torch.Tensor:
-        total = self.combine(losses)
+    def backward(self, losses: dict[str, torch.Tensor], shared: list[nn.Parameter],
+                 counts: dict[str, int] | None = None) -> torch.Tensor:
+        total = self.combine(losses, counts)
         total.backward()
         return total.detach()
 
@@ -52,8 +55,24 @@ class Weighting(nn.Module):
 class Uniform(Weighting):
     """Every sample's loss counts the same (the default of both seeds of this work)."""
 
-    def combine(self, losses):
+    chunkable = True
+
+    def combine(self, losses, counts=None):
         return torch.stack(list(losses.values())).sum()
+
+
+@register_weighting("sum")
+class Sum(Weighting):
+    """The sum over tasks of each task's mean loss over its own samples of the batch (Lee et al.
+    2019's total loss): a task with few samples in a batch counts as much as one with many."""
+
+    chunkable = True  # the per-task factors come from the whole batch's counts
+
+    def combine(self, losses, counts=None):
+        if counts is None:
+            raise MtlEdgeError("the sum weighting needs each task's sample count in the batch")
+        batch = sum(counts.values())
+        return torch.stack([loss * (batch / counts[t]) for t, loss in losses.items()]).sum()
 
 
 @register_weighting("uncertainty")
@@ -64,7 +83,7 @@ class Uncertainty(Weighting):
         super().__init__(tasks)
         self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))
 
-    def combine(self, losses):
+    def combine(self, losses, counts=None):
         terms = [torch.exp(-self.log_vars[i]) * losses[t] + 0.5 * self.log_vars[i]
                  for i, t in enumerate(self.tasks) if t in losses]
         return torch.stack(terms).sum()
@@ -76,13 +95,13 @@ class PCGrad(Weighting):
     product), project each onto the normal plane of the other before summing. Heads get their own
     task's gradient unchanged."""
 
-    def combine(self, losses):
+    def combine(self, losses, counts=None):
         return torch.stack(list(losses.values())).sum()
 
-    def backward(self, losses, shared):
+    def backward(self, losses, shared, counts=None):
         names = list(losses)
         if len(names) < 2:
-            return super().backward(losses, shared)
+            return super().backward(losses, shared, counts)
         grads = []
         for name in names:
             g = torch.autograd.grad(losses[name], shared, retain_graph=True, allow_unused=True)
