@@ -41,6 +41,7 @@ bench: setup $(DEMO_EXPORT)/manifest.json
 	$(BIN)/python benchmarks/georgiev.py --export $(DEMO_EXPORT) --results $(DEMO_EXPORT)/bench-georgiev --min-runs 100 --min-secs 2 --max-secs 20 $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/harness_overhead.py $(DEMO_EXPORT) --rounds 3 --min-secs 2 $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/sweep_executors.py --scale 0.05 --steps 100 --seeds 3 --workers 2 $(BENCH_FLAGS)
+	$(BIN)/python benchmarks/wavenet_cost.py --corpus data/demo --steps 3 --clips 20 --out $(RESULTS)/wavenet_cost.json $(BENCH_FLAGS)
 	$(MICRO) --benchmark-json=$(RESULTS)/.micro.json.partial $(BENCH_FLAGS) && mv $(RESULTS)/.micro.json.partial $(RESULTS)/micro.json
 
 # The micro-benchmarks against the committed benchmarks/results/micro.json: fails on a median 15 % slower.

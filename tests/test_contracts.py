@@ -92,7 +92,8 @@ def test_a_model_family_defined_outside_the_package_trains_exports_and_benchmark
     out = predict(model, clip)
     assert out["scene"].shape == (3, len(info["labels"]["scene"])) and out[TASK].shape == (3, SAMPLES)
 
-    exported = export_run(run.folder, formats="onnx,tflite", precisions="fp32", progress=False)
+    # reconstruction heads are exported on request (the default exports the labelled tasks' heads only)
+    exported = export_run(run.folder, formats="onnx,tflite", precisions="fp32", progress=False, heads="all")
     manifest = exported.manifest
     assert manifest["input"]["name"] == "waveform" and manifest["input"]["samples"] == SAMPLES
     assert manifest["task_specs"][TASK]["kind"] == "reconstruction"
