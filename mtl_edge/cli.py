@@ -168,6 +168,7 @@ def train(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Samples per optimizer step (default: the recipe's, else 64).")] = None,
     label_fraction: LabelFraction = 1.0,
     unlabeled_seconds: UnlabeledSeconds = 0.0,
+    sampling: Annotated[Optional[str], typer.Option("--sampling", help="shuffle (all tasks' samples together; default) or balanced (every batch holds each task equally; lee2019's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     augment: Augment = None,
     augment_copies: AugmentCopies = 2,
@@ -190,7 +191,7 @@ def train(
 
     cfg = train_config(model, hidden, seed, weighting, epochs, model_args, recipe_for(model, recipe), batch_size=batch_size,
                        label_fraction=label_fraction if label_fraction != 1.0 else None,
-                       unlabeled_seconds=unlabeled_seconds or None)
+                       unlabeled_seconds=unlabeled_seconds or None, sampling=sampling)
     if steps:
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:

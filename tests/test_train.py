@@ -500,3 +500,25 @@ def test_evaluate_refuses_a_corpus_with_another_label_space(trained_run, demo_co
     result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(other)])
     assert result.exit_code == 1
     assert "task 'scene'" in result.output and "shares no label" in result.output
+
+
+def test_balanced_batches_hold_every_task_equally_and_shuffled_ones_every_sample_once():
+    from mtl_edge.train.trainer import epoch_batches
+
+    sample_tasks = torch.tensor([0] * 5 + [1] * 40 + [2] * 15)  # scarce labels beside large pools
+    cfg = TrainConfig(batch_size=7, sampling="balanced")
+    batches = epoch_batches(sample_tasks, 3, cfg, 9, torch.Generator().manual_seed(0))
+    assert len(batches) == 9
+    for batch in batches:
+        assert torch.bincount(sample_tasks[batch], minlength=3).tolist() == [3, 2, 2]
+    task0 = torch.cat([b[:3] for b in batches])
+    seen = torch.bincount(task0, minlength=5)  # 27 draws from whole permutations: each sample 5 or 6 times
+    assert seen.sum() == 27 and int(seen.max() - seen.min()) <= 1
+    again = epoch_batches(sample_tasks, 3, cfg, 9, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    shuffled = epoch_batches(sample_tasks, 3, TrainConfig(batch_size=7), 9, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat(shuffled), torch.randperm(60, generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(MtlEdgeError, match="at least one sample per task"):
+        epoch_batches(sample_tasks, 3, TrainConfig(batch_size=2, sampling="balanced"), 9, torch.Generator())
+    with pytest.raises(MtlEdgeError, match="unknown sampling 'random'"):
+        epoch_batches(sample_tasks, 3, TrainConfig(sampling="random"), 9, torch.Generator())

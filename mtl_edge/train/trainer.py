@@ -48,6 +48,7 @@ class TrainConfig:
     epochs: int = 200
     patience: int = 30  # epochs without a better validation score before stopping
     mixup: float = 0.4  # within-task mixup, Beta(a, a); 0 turns it off
+    sampling: str = "shuffle"  # shuffle: all tasks' samples shuffled together; balanced: every batch holds each task equally
     select: str = "mean"  # model selection on the validation split: mean or worst per-task accuracy
     weighting: str = "uniform"
     seed: int = 0
@@ -72,7 +73,7 @@ class TrainConfig:
             del d["augment"]
         d["betas"] = list(self.betas)
         for key, default in (("betas", [0.9, 0.999]), ("head_lr", {}), ("lr_decay", 1.0), ("lr_decay_every", 0),
-                             ("label_fraction", 1.0), ("unlabeled_seconds", 0.0)):
+                             ("label_fraction", 1.0), ("unlabeled_seconds", 0.0), ("sampling", "shuffle")):
             if d[key] == default:  # and before training recipes
                 del d[key]
         return d
@@ -104,10 +105,10 @@ class TrainConfig:
 RECIPES: dict[str, dict] = {
     # Lee et al. 2019 (WaveNet + self-supervised auxiliaries): the summed task losses, Adam
     # (0.9, 0.99) without weight decay, trunk 3e-4 / tagging head 5.37e-5 / auxiliary heads 5e-3,
-    # x0.95 every 5 epochs, batch 48, no mixup
+    # x0.95 every 5 epochs, batch 48, no mixup; every batch holds labelled and unlabelled samples alike
     "lee2019": {"weighting": "sum", "optimizer": "adam", "lr": 3e-4, "betas": (0.9, 0.99), "weight_decay": 0.0,
                 "head_lr": {"tagging": 5.37e-5, "auxiliary": 5e-3}, "lr_decay": 0.95, "lr_decay_every": 5,
-                "batch_size": 48, "mixup": 0.0},
+                "batch_size": 48, "mixup": 0.0, "sampling": "balanced"},
 }
 HEAD_GROUPS = ("tagging", "auxiliary")  # labelled tasks' heads, reconstruction heads
 
@@ -182,6 +183,37 @@ def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator
                 loss = lam * loss + (1 - lam) * loss_fn(out, partner_targets[mask])
         losses[task] = loss / denominator
     return losses
+
+
+SAMPLINGS = ("shuffle", "balanced")
+
+
+def epoch_batches(sample_tasks: torch.Tensor, n_tasks: int, cfg: TrainConfig, batches: int,
+                  generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches of sample positions.
+
+    ``shuffle``: every sample once, all tasks shuffled together (a task's share of a batch is its
+    share of the samples). ``balanced``: ``batches`` batches, each with ``batch_size / tasks`` samples
+    of every task (the remainder to the first tasks), drawn from a fresh permutation of the task's
+    samples and another when it runs out: a task with few samples (scarce labels beside a large
+    unlabelled pool) is seen as often as the others, as in Lee et al. 2019's batches. Both draw only
+    from ``generator``, so a resumed epoch is the same epoch."""
+    if cfg.sampling not in SAMPLINGS:
+        raise MtlEdgeError(f"unknown sampling {cfg.sampling!r}; samplings: {', '.join(SAMPLINGS)}")
+    if cfg.sampling == "shuffle":
+        order = torch.randperm(len(sample_tasks), generator=generator)
+        return [order[start:start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
+    if cfg.batch_size < n_tasks:
+        raise MtlEdgeError(f"balanced sampling needs a batch of at least one sample per task ({n_tasks}), "
+                           f"not {cfg.batch_size}")
+    streams = []
+    for i in range(n_tasks):
+        positions = torch.nonzero(sample_tasks == i).flatten()
+        share = cfg.batch_size // n_tasks + (1 if i < cfg.batch_size % n_tasks else 0)
+        need = batches * share
+        draws = [positions[torch.randperm(len(positions), generator=generator)] for _ in range(-(-need // len(positions)))]
+        streams.append(torch.cat(draws)[:need].view(batches, share))
+    return list(torch.cat(streams, dim=1))
 
 
 def chunked_backward(model: nn.Module, weighting, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
@@ -357,11 +389,9 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
         model.train()
         for group, base in zip(optimizer.param_groups, base_lrs):  # the step decay (a function of the epoch: resumable)
             group["lr"] = cfg.lr_at(base, epoch)
-        order = torch.randperm(n, generator=shuffle)
-        for b, start in enumerate(range(0, n, cfg.batch_size)):
+        for b, idx in enumerate(epoch_batches(tasks_t, len(tasks), cfg, batches_per_epoch, shuffle)):
             if cfg.steps and epoch * batches_per_epoch + b >= cfg.steps:
                 break  # the budget ends inside this epoch: validate and select on what was trained
-            idx = order[start:start + cfg.batch_size]
             batch_tasks = tasks_t[idx]
             if probe is not None:
                 probe(epoch * batches_per_epoch + b, model, x_all[rows_t[idx]], batch_tasks, targets_t[idx])

@@ -1,0 +1,98 @@
+"""Summarise experiments/wavenet_aux.sh: the scene task's test MAP@3 and top-1 accuracy per variant.
+
+Usage: python experiments/wavenet_aux.py RUNS_FOLDER OUT_FOLDER
+
+Writes OUT_FOLDER/table.csv (one row per run), OUT_FOLDER/table.md (mean and standard deviation
+over seeds per variant, with the number of seeds), OUT_FOLDER/wavenet_aux.png (the three views:
+auxiliary tasks, amount of unlabelled audio, augmentation) and copies each finished run's
+metrics.json and config.json (no checkpoints, no curves).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+MAIN = "scene"
+AUXILIARY = ["alone", "next_step", "denoise", "upsample", "next_step+denoise", "next_step+upsample", "denoise+upsample", "all"]
+UNLABELLED = [("all-unlabeled60s", 60), ("all-unlabeled300s", 300), ("all", None)]
+AUGMENTATION = ["alone", "alone-augmented", "all", "all-augmented"]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main(runs: Path, out: Path) -> None:
+    rows = []
+    for run in sorted(p for p in runs.iterdir() if (p / "metrics.json").is_file()):
+        variant, _, seed = run.name.rpartition("-s")
+        metrics = json.loads((run / "metrics.json").read_text())
+        test = metrics["tasks"][MAIN]["multi"]
+        rows.append({"variant": variant, "seed": int(seed), "map_at_3": test["map_at_3"], "accuracy": test["accuracy"],
+                     "test_samples": metrics["tasks"][MAIN]["test_samples"]})
+        kept = out / "runs" / run.name
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.json", "config.json"):
+            shutil.copy2(run / name, kept / name)
+    if not rows:
+        raise SystemExit(f"no finished runs in {runs}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    by_variant = defaultdict(list)
+    for r in rows:
+        by_variant[r["variant"]].append(r)
+    order = list(dict.fromkeys([*AUXILIARY, *(v for v, _ in UNLABELLED), *AUGMENTATION, *sorted(by_variant)]))
+    lines = [f"| variant | seeds | {MAIN} MAP@3 | {MAIN} top-1 |", "|---|---|---|---|"]
+    for variant in order:
+        group = by_variant.get(variant)
+        if not group:
+            continue
+        m, s = _mean_sd([r["map_at_3"] for r in group])
+        a, t = _mean_sd([r["accuracy"] for r in group])
+        lines.append(f"| {variant} | {len(group)} | {m:.3f} ± {s:.3f} | {a:.3f} ± {t:.3f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    _plot(by_variant, out / "wavenet_aux.png")
+
+
+def _plot(by_variant: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def stats(variant):
+        values = [r["map_at_3"] for r in by_variant.get(variant, [])]
+        return _mean_sd(values) if values else (float("nan"), 0.0)
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1.3, 1.6]})
+    for ax, variants, title in ((axes[0], AUXILIARY, "auxiliary tasks"), (axes[2], AUGMENTATION, "augmentation")):
+        means, sds = zip(*(stats(v) for v in variants))
+        ax.bar(range(len(variants)), means, yerr=sds, capsize=3, color="#4C72B0")
+        ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel(f"{MAIN} test MAP@3 (mean ± sd over seeds)")
+    points = [(seconds, *stats(v)) for v, seconds in UNLABELLED]
+    total = max((s for s, _, _ in points if s), default=300) * 4  # "all" drawn past the largest cap
+    xs = [s if s else total for s, _, _ in points]
+    axes[1].errorbar(xs, [m for _, m, _ in points], yerr=[sd for _, _, sd in points], marker="o", capsize=3)
+    axes[1].set_xscale("log")
+    axes[1].set_xticks(xs, [f"{s} s" if s else "all" for s, _, _ in points])
+    axes[1].set_title("unlabelled audio (all three)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        raise SystemExit(__doc__)
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
