@@ -169,6 +169,8 @@ def train(
     label_fraction: LabelFraction = 1.0,
     unlabeled_seconds: UnlabeledSeconds = 0.0,
     sampling: Annotated[Optional[str], typer.Option("--sampling", help="shuffle (all tasks' samples together; default) or balanced (every batch holds each task equally; lee2019's).")] = None,
+    batches_per_epoch: Annotated[Optional[int], typer.Option("--batches-per-epoch", min=1, help="An epoch (validation, checkpoint, learning-rate decay) every N batches (default: one pass over the training samples).")] = None,
+    lr_decay_every: Annotated[Optional[int], typer.Option("--lr-decay-every", min=0, help="Multiply every learning rate by the recipe's decay every N epochs; 0 keeps them constant (default: the recipe's, lee2019: 5).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     augment: Augment = None,
     augment_copies: AugmentCopies = 2,
@@ -191,7 +193,8 @@ def train(
 
     cfg = train_config(model, hidden, seed, weighting, epochs, model_args, recipe_for(model, recipe), batch_size=batch_size,
                        label_fraction=label_fraction if label_fraction != 1.0 else None,
-                       unlabeled_seconds=unlabeled_seconds or None, sampling=sampling)
+                       unlabeled_seconds=unlabeled_seconds or None, sampling=sampling, lr_decay_every=lr_decay_every,
+                       batches_per_epoch=batches_per_epoch)
     if steps:
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:

@@ -319,7 +319,9 @@ def test_sigint_to_bench_leaves_whole_lines_and_resume_finishes(export_dir, tmp_
     wrapper.write_text(WRAPPER.format(n=3, state=state, python=sys.executable))
     wrapper.chmod(0o755)
     results = tmp_path / "results"
-    argv = [sys.executable, "-m", "mtl_edge", "bench", str(export_dir), "--device", str(_device(tmp_path, str(wrapper))),
+    from conftest import CTRL_C_ABLE  # SIGINT raises even where pytest runs with it ignored (a background job)
+
+    argv = [*CTRL_C_ABLE, "bench", str(export_dir), "--device", str(_device(tmp_path, str(wrapper))),
             "--runtime", "onnxruntime", "--precision", "fp32", "--compare", "single", "--results", str(results),
             "--min-runs", "20", "--min-secs", "0.02", "--max-secs", "2"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, start_new_session=True)

@@ -162,7 +162,7 @@ def test_the_chosen_grouping_is_the_brute_force_best_under_each_budget(sources, 
         assert chosen["score"] == pytest.approx(rank[0], abs=1e-6)
         assert chosen["latency_ms"] == pytest.approx(lat_bf, rel=1e-4)
         assert chosen["memory_mb"] == pytest.approx(mem_bf, rel=1e-4)
-        assert chosen["latency_ms"] <= lat
+        assert chosen["latency_ms"] <= lat + 5e-6  # plan.json rounds latencies to 5 decimals
         by_tasks = {tuple(sorted(n["tasks"])): (n["width"], n["precision"]) for n in chosen["networks"]}
         assert by_tasks == {tuple(sorted(g)): k for g, k in zip(part, keys)}
     for name in ("plan.md", "pareto.csv", "pareto.png"):

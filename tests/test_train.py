@@ -522,3 +522,19 @@ def test_balanced_batches_hold_every_task_equally_and_shuffled_ones_every_sample
         epoch_batches(sample_tasks, 3, TrainConfig(batch_size=2, sampling="balanced"), 9, torch.Generator())
     with pytest.raises(MtlEdgeError, match="unknown sampling 'random'"):
         epoch_batches(sample_tasks, 3, TrainConfig(sampling="random"), 9, torch.Generator())
+    fixed = epoch_batches(sample_tasks, 3, TrainConfig(batch_size=7, batches_per_epoch=20), 20, torch.Generator().manual_seed(0))
+    assert [len(b) for b in fixed] == [7] * 20  # 140 draws from successive permutations: each sample 2 or 3 times
+    assert set(torch.bincount(torch.cat(fixed), minlength=60).tolist()) == {2, 3}
+
+
+def test_an_epoch_of_a_fixed_number_of_batches(tiny_corpus, tmp_path):
+    """--batches-per-epoch: the step budget is cut into epochs of that many batches (validation, checkpoint,
+    lr decay), whatever the number of training samples."""
+    from mtl_edge.train.run import train_run
+
+    cfg = TrainConfig(hidden=(128, 128, 128), steps=7, batches_per_epoch=3, batch_size=4)
+    train_run(tiny_corpus, ["kws"], tmp_path / "run", cfg, workers=1, processes=1)
+    history = json.loads((tmp_path / "run" / "multi" / "history.json").read_text())
+    assert history["epochs_run"] == len(history["epochs"]) == 3  # 3 + 3 + 1 batches
+    rows = [l.split(",")[:2] for l in (tmp_path / "run" / "multi" / "curves.csv").read_text().splitlines()[1:]]
+    assert sorted({(int(e), int(b)) for e, b in rows}) == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1)]  # 1-based

@@ -128,14 +128,15 @@ def test_wavenet_trains_with_the_paper_recipe_unless_told_otherwise(tiny_corpus,
     base = ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,next_step", "--model", "wavenet", "--steps", "1",
             "--model-args", "channels=4,blocks=1,layers=2,tag_hidden=8,aux_hidden=8"]
     runner = CliRunner()
-    for extra, expect in [([], ("sum", 48, {"tagging": 5.37e-5, "auxiliary": 5e-3})),
-                          (["--weighting", "uniform", "--batch-size", "8"], ("uniform", 8, {"tagging": 5.37e-5, "auxiliary": 5e-3})),
-                          (["--recipe", "none"], ("uniform", 64, None))]:
+    lrs = {"tagging": 5.37e-5, "auxiliary": 5e-3}
+    for extra, expect in [([], ("sum", 48, lrs, 5)),
+                          (["--weighting", "uniform", "--batch-size", "8", "--lr-decay-every", "0"], ("uniform", 8, lrs, None)),
+                          (["--recipe", "none"], ("uniform", 64, None, None))]:
         out = tmp_path / str(len(extra))
         result = runner.invoke(app, [*base, *extra, "--out", str(out)])
         assert result.exit_code == 0, result.output
         train = json.loads((out / "config.json").read_text())["train"]
-        assert (train["weighting"], train["batch_size"], train.get("head_lr")) == expect
+        assert (train["weighting"], train["batch_size"], train.get("head_lr"), train.get("lr_decay_every")) == expect
     result = runner.invoke(app, [*base, "--label-fraction", "0.01", "--out", str(tmp_path / "few")])
     assert result.exit_code != 0 and "without a training example" in result.output
     result = runner.invoke(app, ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,denoise", "--out",
@@ -233,6 +234,51 @@ def test_chunked_gradients_equal_the_whole_batch(monkeypatch):
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-7, msg=n)
     assert _model().train_chunk == _model().predict_batch
 
+
+
+def test_training_sees_random_crops_and_evaluation_the_whole_clip():
+    """The paper's random crops: each training clip becomes a window of ``crop`` samples at its own
+    offset, the reconstruction targets are that window, the noise is cut to it; eval is untouched."""
+    from mtl_edge.train.trainer import batch_losses
+
+    specs = {**SPECS, "denoise": self_supervised_spec("denoise")}
+    model = _model(crop=200)
+    model.noise = torch.randn(3, 800) * 0.3
+    x = torch.arange(800, dtype=torch.float32).repeat(16, 1) + 1000 * torch.arange(16).unsqueeze(1)
+    model.train()
+    torch.manual_seed(3)
+    view = model.training_view(x)
+    assert view.shape == (16, 200)
+    starts = view[:, 0] - 1000 * torch.arange(16)
+    torch.testing.assert_close(view - view[:, :1], torch.arange(200, dtype=torch.float32).repeat(16, 1))  # contiguous
+    torch.testing.assert_close(view[:, 0], x[torch.arange(16), starts.long()])  # ... windows of each own clip
+    assert len(set(starts.tolist())) > 8 and starts.min() >= 0 and starts.max() <= 600  # at offsets of their own
+    torch.manual_seed(3)
+    torch.testing.assert_close(model.training_view(x), view)  # from torch's generator: a resumed run repeats them
+    assert model.add_noise(view).shape == (16, 200)
+    assert model.eval().training_view(x) is x
+    assert model(x)["scene"].shape == (16, 3) and model(x)["upsample"].shape == (16, 800)
+
+    # the loss of a reconstruction task is taken against the cropped clip it saw
+    model.train()
+    clips = torch.randn(4, 800) * 0.1
+    torch.manual_seed(5)
+    losses = batch_losses(model, clips, torch.tensor([1, 1, 1, 1]), torch.full((4,), -1), ["scene", "next_step"], None, specs)
+    torch.manual_seed(5)
+    window = model.training_view(clips)
+    expected = specs["next_step"].loss_fn()(model.task_outputs(window, {"next_step": torch.ones(4, dtype=torch.bool)})["next_step"], window) / 4
+    torch.testing.assert_close(losses["next_step"], expected)
+    assert _model(crop=200).train_chunk == 1_000_000 // (200 * 4) > _model().train_chunk  # chunks sized for the crop
+    assert _model(crop=5000).crop == 0  # a crop past the clip is the whole clip
+
+
+def test_inputs_or_crops_shorter_than_the_receptive_field_are_refused():
+    entry = model_entry("wavenet")
+    with pytest.raises(MtlEdgeError, match="a prepared clip of 100 samples is shorter than the trunk's receptive field \\(190"):
+        entry.build_args(100, SPECS, None)
+    with pytest.raises(MtlEdgeError, match="the crop of 10 samples is shorter than the trunk's receptive field \\(15"):
+        entry.build_args(800, SPECS, None, blocks=2, layers=3, crop=10)
+    assert entry.build_args(800, SPECS, None, blocks=2, layers=3, crop=15)["crop"] == 15
 
 def test_the_sum_weighting_adds_per_task_means():
     from mtl_edge.train.weighting import create_weighting

@@ -108,6 +108,11 @@ class MultiTaskModel(nn.Module):
         """The parameters every task updates (PCGrad de-conflicts their gradients)."""
         raise NotImplementedError
 
+    def training_view(self, x: torch.Tensor) -> torch.Tensor:
+        """What a training batch's inputs become before the losses (e.g. random crops); the inputs by default.
+        A task whose target is the input rebuilds this view."""
+        return x
+
     def fit_input_statistics(self, x: torch.Tensor) -> None:
         """Optional hook: learn input statistics from the training inputs (default: none)."""
 

@@ -49,6 +49,7 @@ class TrainConfig:
     patience: int = 30  # epochs without a better validation score before stopping
     mixup: float = 0.4  # within-task mixup, Beta(a, a); 0 turns it off
     sampling: str = "shuffle"  # shuffle: all tasks' samples shuffled together; balanced: every batch holds each task equally
+    batches_per_epoch: int = 0  # an epoch (validation, checkpoint, lr decay) every this many batches; 0: one pass over the samples
     select: str = "mean"  # model selection on the validation split: mean or worst per-task accuracy
     weighting: str = "uniform"
     seed: int = 0
@@ -73,7 +74,8 @@ class TrainConfig:
             del d["augment"]
         d["betas"] = list(self.betas)
         for key, default in (("betas", [0.9, 0.999]), ("head_lr", {}), ("lr_decay", 1.0), ("lr_decay_every", 0),
-                             ("label_fraction", 1.0), ("unlabeled_seconds", 0.0), ("sampling", "shuffle")):
+                             ("label_fraction", 1.0), ("unlabeled_seconds", 0.0), ("sampling", "shuffle"),
+                             ("batches_per_epoch", 0)):
             if d[key] == default:  # and before training recipes
                 del d[key]
         return d
@@ -152,8 +154,10 @@ def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, t
     classification) divided by the batch size, so the uniform sum over tasks is the mean over the
     batch's samples. ``mix = (lam, partner)`` applies mixup: sample i is blended with sample
     ``partner[i]`` (of the same task) and its loss is ``lam * L(y_i) + (1 - lam) * L(y_partner)``; a
-    task whose target is the input rebuilds the blended input.
+    task whose target is the input rebuilds the blended input. The model's ``training_view`` of ``x``
+    (e.g. a random crop) comes first.
     """
+    x = _training_view(model, x)
     if mix is not None:
         lam, partner = mix
         x = lam * x + (1 - lam) * x[partner]
@@ -185,6 +189,11 @@ def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator
     return losses
 
 
+def _training_view(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    view = getattr(model, "training_view", None)
+    return x if view is None else view(x)
+
+
 SAMPLINGS = ("shuffle", "balanced")
 
 
@@ -197,11 +206,16 @@ def epoch_batches(sample_tasks: torch.Tensor, n_tasks: int, cfg: TrainConfig, ba
     of every task (the remainder to the first tasks), drawn from a fresh permutation of the task's
     samples and another when it runs out: a task with few samples (scarce labels beside a large
     unlabelled pool) is seen as often as the others, as in Lee et al. 2019's batches. Both draw only
-    from ``generator``, so a resumed epoch is the same epoch."""
+    from ``generator``, so a resumed epoch is the same epoch. With ``cfg.batches_per_epoch`` set, a
+    shuffled epoch is ``batches`` batches of successive permutations (the last batch full)."""
     if cfg.sampling not in SAMPLINGS:
         raise MtlEdgeError(f"unknown sampling {cfg.sampling!r}; samplings: {', '.join(SAMPLINGS)}")
     if cfg.sampling == "shuffle":
         order = torch.randperm(len(sample_tasks), generator=generator)
+        if cfg.batches_per_epoch:
+            need = batches * cfg.batch_size
+            order = torch.cat([order] + [torch.randperm(len(sample_tasks), generator=generator)
+                                         for _ in range(-(-need // len(order)) - 1)])[:need]
         return [order[start:start + cfg.batch_size] for start in range(0, len(order), cfg.batch_size)]
     if cfg.batch_size < n_tasks:
         raise MtlEdgeError(f"balanced sampling needs a batch of at least one sample per task ({n_tasks}), "
@@ -225,6 +239,7 @@ def chunked_backward(model: nn.Module, weighting, x: torch.Tensor, batch_tasks: 
     for the backward pass; past ~32 MB each is a fresh memory map whose pages the kernel zeroes on
     every step (measured, WaveNet 2x5x16 on 1 s clips, batch 48: 9.3 s a step, 6.6 s of it system
     time; in chunks of 8: 2.6 s)."""
+    x = _training_view(model, x)
     if mix is not None:
         lam, partner = mix
         x = lam * x + (1 - lam) * x[partner]
@@ -378,7 +393,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
     # clips per forward/backward pass: the model's own (a conv trunk's activations are large), when
     # the weighting's gradient is a fixed sum of the task losses (pcgrad and uncertainty need the batch)
     chunk = getattr(model, "train_chunk", None) if weighting.chunkable else None
-    batches_per_epoch = max(1, -(-n // cfg.batch_size))
+    batches_per_epoch = cfg.batches_per_epoch or max(1, -(-n // cfg.batch_size))
     epochs = cfg.epochs_for(batches_per_epoch)
     bar_task = progress.add_task(f"{label} epochs", total=epochs, completed=start_epoch) if progress else None
 

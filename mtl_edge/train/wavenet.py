@@ -22,6 +22,12 @@ Heads, each as small as the task allows (the paper's Table 3):
   from torch's generator (seeded, saved with the resumable state); in evaluation from a fixed seed;
 - any other reconstruction task: the same head on the clean trunk output (an autoencoder).
 
+Training sees a random ``crop``-sample window of each clip (``training_view``, the paper's 2 s crops at
+random offsets; offsets from torch's generator, saved with the resumable state); evaluation, export
+and inference see the whole prepared clip, which the tagging head mean-pools whatever its length.
+``crop=0`` (the default) trains on the whole clip. Clips shorter than the prepared length are
+already zero-padded to it by the waveform front-end.
+
 A task's head is chosen by its spec: ``TaskSpec.options["wavenet_head"]`` (``next_step``,
 ``upsample`` or ``denoise``: the self-supervised tasks of those names in ``mtl_edge.tasks``), else
 by its kind.
@@ -121,9 +127,10 @@ class WaveNet(MultiTaskModel):
     input_kind = "waveform"
 
     def __init__(self, input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
-                 tag_hidden: int = 512, aux_hidden: int = 128):
+                 tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0):
         super().__init__()
         self.input_dim = int(input_dim)
+        self.crop = int(crop) if 0 < int(crop) < self.input_dim else 0
         self.trunk = WaveNetTrunk(channels, blocks, layers)
         self.head_kinds = {t: _head_kind(spec) for t, spec in tasks.items()}
         heads = {}
@@ -149,7 +156,14 @@ class WaveNet(MultiTaskModel):
     def train_chunk(self) -> int:
         """Clips per forward/backward pass in training (the trainer accumulates a batch's gradient over
         chunks): one activation near 4 MB, as in inference."""
-        return self.predict_batch
+        return max(1, 1_000_000 // ((self.crop or self.input_dim) * self.trunk.input.out_channels))
+
+    def training_view(self, x: torch.Tensor) -> torch.Tensor:
+        """In training, a random ``crop``-sample window of each clip (offsets from torch's generator);
+        otherwise, or without a crop, ``x`` itself."""
+        if not self.training or not self.crop:
+            return x
+        return _windows(x, self.crop, None)
 
     def attach_data(self, data) -> None:
         """Take the noise bank for ``denoise`` from the training split's background recordings."""
@@ -170,7 +184,7 @@ class WaveNet(MultiTaskModel):
         generator = None if self.training else torch.Generator().manual_seed(0)
         pick = torch.randint(len(self.noise), (len(x),), generator=generator)
         snr = torch.rand(len(x), generator=generator) * (self.snr_db[1] - self.snr_db[0]) + self.snr_db[0]
-        noise = self.noise[pick]
+        noise = _windows(self.noise[pick], x.shape[-1], generator)  # a cropped clip gets a window of its length
 
         def rms(a: torch.Tensor) -> torch.Tensor:
             return a.pow(2).mean(dim=-1).sqrt().clamp_min(1e-8)
@@ -211,13 +225,21 @@ class WaveNet(MultiTaskModel):
         return {task: self._head(task, clean[mask], x[mask]) for task, mask in masks.items()}
 
 
+def _windows(x: torch.Tensor, length: int, generator: torch.Generator | None) -> torch.Tensor:
+    """A window of ``length`` samples at a random offset in each row of ``x``."""
+    if x.shape[-1] <= length:
+        return x
+    start = torch.randint(x.shape[-1] - length + 1, (len(x), 1), generator=generator)
+    return x.gather(1, start + torch.arange(length))
+
+
 def _head_kind(spec: dict) -> str:
     if spec["kind"] == "reconstruction":
         return spec.get("head") or "autoencoder"
     return "tagging"
 
 
-SIZE_OPTIONS = ("channels", "blocks", "layers", "tag_hidden", "aux_hidden")
+SIZE_OPTIONS = ("channels", "blocks", "layers", "tag_hidden", "aux_hidden", "crop")
 
 
 def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> dict:
@@ -229,6 +251,13 @@ def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> di
     bad = [f"{k}={v!r}" for k, v in size.items() if not (isinstance(v, int) and v >= 1)]
     if bad:
         raise MtlEdgeError(f"wavenet: model options are positive integers, not {', '.join(bad)}")
+    blocks, layers = size.get("blocks", 3), size.get("layers", 6)
+    receptive_field = 1 + blocks * (2 ** layers - 1)
+    for what, samples in (("a prepared clip", int(input_dim)), ("the crop", size.get("crop", int(input_dim)))):
+        if samples < receptive_field:
+            raise MtlEdgeError(
+                f"wavenet: {what} of {samples} samples is shorter than the trunk's receptive field ({receptive_field} "
+                f"samples for {blocks} blocks of {layers} layers): prepare longer waveform inputs, a longer crop, or fewer layers")
     return {"input_dim": int(input_dim), **size,
             "tasks": {t: {"kind": s.kind, "outputs": s.outputs, "head": s.options.get("wavenet_head", ""),
                           **({"snr_db": list(s.options["snr_db"])} if "snr_db" in s.options else {})}
@@ -242,6 +271,6 @@ def _tiny_args(input_dim, specs):
 @register_model("wavenet", input_kind="waveform", task_kinds=("classification", "reconstruction"),
                 build_args=_wavenet_args, tiny_args=_tiny_args, tiny_input_dim=400)
 def wavenet(input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
-            tag_hidden: int = 512, aux_hidden: int = 128) -> WaveNet:
-    return WaveNet(input_dim, tasks, channels, blocks, layers, tag_hidden, aux_hidden)
+            tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0) -> WaveNet:
+    return WaveNet(input_dim, tasks, channels, blocks, layers, tag_hidden, aux_hidden, crop)
 
