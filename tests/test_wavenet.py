@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -92,6 +94,9 @@ def test_wavenet_trains_on_real_audio_with_its_auxiliary_tasks_and_exports(demo_
         assert tasks[aux]["kind"] == "reconstruction" and np.isfinite(tasks[aux]["multi"]["mse"])
     # the 4 kHz version already holds most of the clip: rebuilding it beats predicting silence
     assert tasks["upsample"]["multi"]["relative_rmse"] < 1.0
+    # validation scores only the task that selects models (no extra trunk passes for the auxiliaries)
+    history = json.loads((run.folder / "multi" / "history.json").read_text())
+    assert [(sorted(e["validation_accuracy"]), "validation_metric" in e) for e in history["epochs"]] == [(["scene"], False)] * 2
     exported = export_run(run.folder, formats="onnx", precisions="fp32", progress=False)
     (artefact,) = exported.artefacts  # the inference heads only, by default
     assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene"]

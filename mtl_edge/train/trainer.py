@@ -295,20 +295,21 @@ def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     raise MtlEdgeError(f"unknown optimizer {cfg.optimizer!r} (adam or sgd)")
 
 
-def split_metrics(model: nn.Module, data: TaskData, split: str, metrics=None) -> dict[str, dict]:
-    """Per task: its spec's metrics on ``split`` (tasks without samples there are left out).
+def split_metrics(model: nn.Module, data: TaskData, split: str, metrics=None, tasks: list[str] | None = None) -> dict[str, dict]:
+    """Per task (of ``tasks``, default all): its spec's metrics on ``split`` (tasks without samples there are left out).
 
     ``metrics(spec, outputs, targets, inputs)`` defaults to ``task_metrics``; validation passes a
     cheaper one that computes only the selection metric."""
     metrics = metrics or task_metrics
     model.attach_data(data)
+    chosen = {t: rows for t, rows in data.tasks.items() if tasks is None or t in tasks}
     # only the split's clips go through the model (a conv trunk costs per clip; the training rows are most of them)
-    needed = np.unique(np.concatenate([rows.rows[split] for rows in data.tasks.values()]))
+    needed = np.unique(np.concatenate([rows.rows[split] for rows in chosen.values()]))
     if len(needed) == 0:
         return {}
-    outputs = predict(model, data.inputs[needed])
+    outputs = predict(model, data.inputs[needed], tasks=None if tasks is None else list(chosen))
     out = {}
-    for task, rows in data.tasks.items():
+    for task, rows in chosen.items():
         idx = rows.rows[split]
         if len(idx) == 0:
             continue
@@ -324,8 +325,12 @@ def _selection_metric(spec, outputs, targets, inputs) -> dict[str, float]:
 
 
 def validation_score(model: nn.Module, data: TaskData, split: str = "validation") -> dict[str, float]:
-    """Each task's selection metric on ``split`` (accuracy for classification)."""
-    return {t: m[data.tasks[t].spec.select_metric] for t, m in split_metrics(model, data, split, _selection_metric).items()}
+    """The selection metric on ``split`` (accuracy for classification) of each task that selects models
+    (of every task when none does). Only those tasks run: a self-supervised task's own trunk pass on its
+    corrupted input would triple a WaveNet's validation time for a number no choice depends on."""
+    selecting = [t for t, rows in data.tasks.items() if rows.spec.selects] or None
+    return {t: m[data.tasks[t].spec.select_metric]
+            for t, m in split_metrics(model, data, split, _selection_metric, tasks=selecting).items()}
 
 
 def selection_score(scores: dict[str, float], specs: dict, select: str = "mean") -> float:
