@@ -6,7 +6,9 @@ them), with the gradient accumulated in the model's chunks (the trainer's way) a
 trunk, over the whole batch at once (the difference is the kernel zeroing fresh pages); the
 epoch time that implies on the demo corpus; and the inference time per 1 s clip of the
 classification head alone (torch eager, one thread: the issue's budget is about 0.1 s a clip at
-the paper's size).
+the paper's size), and the same graph exported to ONNX and run by onnxruntime (one thread) at fp32 and
+dynamic int8 with signed and with unsigned weights: the measurement behind the export's choice of
+unsigned weights for convolutional graphs (``mtl_edge.export.onnx.dynamic_weight_type``).
 
 Run: .venv/bin/python benchmarks/wavenet_cost.py [--corpus data/demo] [--steps 3]
 Result: benchmarks/results/wavenet_cost.json
@@ -18,6 +20,7 @@ import argparse
 import json
 import platform
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -95,6 +98,41 @@ def inference_cost(data, size: dict, clips: int) -> dict:
     return {"ms_per_clip": round(1000 * wall / clips, 2), "clips": clips}
 
 
+def onnx_cost(data, size: dict, clips: int, workdir: Path) -> dict:
+    """Milliseconds per 1 s clip of the trunk + scene head in onnxruntime: fp32 and dynamic int8 with each weight type."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mtl_edge.export.graph import export_graph
+    from mtl_edge.export.onnx import export_fp32
+
+    cfg = recipe_config("lee2019", model="wavenet", model_args=size)
+    torch.manual_seed(0)
+    model = create_model("wavenet", **model_entry("wavenet").build_args(data.input_dim, {"scene": data.specs["scene"]}, cfg))
+    paths = {"fp32": workdir / "fp32.onnx"}
+    export_fp32(export_graph(model, ["scene"], data.input_dim, "wavenet", "waveform"), data.input_dim, paths["fp32"], "wavenet")
+    quant_pre_process(str(paths["fp32"]), str(workdir / "pre.onnx"))
+    for weights in ("QInt8", "QUInt8"):
+        paths[f"int8_dynamic_{weights}"] = workdir / f"{weights}.onnx"
+        quantize_dynamic(str(workdir / "pre.onnx"), str(paths[f"int8_dynamic_{weights}"]), per_channel=True,
+                         weight_type=getattr(QuantType, weights))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    x = np.ascontiguousarray(data.inputs[:clips], dtype=np.float32)
+    out = {}
+    for name, path in paths.items():
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"waveform": x[:1]})
+        times = []
+        for i in range(clips):
+            t0 = time.perf_counter()
+            session.run(None, {"waveform": x[i:i + 1]})
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_p50_ms"] = round(1000 * float(np.median(times)), 2)
+    return {**out, "clips": clips, "threads": 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("data/demo"))
@@ -110,8 +148,10 @@ def main() -> None:
     data = load_task_data(args.corpus, TASKS, WaveformConfig(), progress=False)
     results = {}
     for name, size in SIZES.items():
-        entry = {"model_args": size, "train_chunked": step_cost(data, size, args.steps, chunked=True),
-                 "inference": inference_cost(data, size, args.clips)}
+        with tempfile.TemporaryDirectory() as workdir:
+            entry = {"model_args": size, "train_chunked": step_cost(data, size, args.steps, chunked=True),
+                     "inference": inference_cost(data, size, args.clips),
+                     "onnxruntime": onnx_cost(data, size, args.clips, Path(workdir))}
         if name.startswith("scaled"):  # at the paper's size a whole batch's activations need tens of GB
             entry["train_whole_batch"] = step_cost(data, size, args.steps, chunked=False)
         results[name] = entry

@@ -227,8 +227,10 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a time estimate; train nothing.")] = False,
     model: Model = "dnn",
     hidden: Hidden = "512,512,512",
+    model_args: ModelArgs = None,
+    recipe: Recipe = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default: the training config's, 0.001).")] = None,
-    weighting: Weighting = "uniform",
+    weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss weighting: uniform (batch mean; default), sum (of per-task means; lee2019's), uncertainty or pcgrad.")] = None,
     cache: Cache = None,
     n_mels: NMels = None,
     win_ms: WinMs = None,
@@ -242,8 +244,8 @@ def sweep(
     from mtl_edge.research import sweep as sweeps
     from mtl_edge.train.data import parse_tasks
 
-    cfg = replace(train_config(model, hidden, 0, weighting, None), steps=steps or sweeps.DEFAULT_STEPS,
-                  **({"lr": lr} if lr is not None else {}))
+    cfg = replace(train_config(model, hidden, 0, weighting, None, model_args, recipe_for(model, recipe)),
+                  steps=steps or sweeps.DEFAULT_STEPS, **({"lr": lr} if lr is not None else {}))
     args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache,
                 feature_overrides={"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms})
     if dry_run:

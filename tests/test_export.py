@@ -83,6 +83,8 @@ def test_every_artefact_is_listed_with_its_hash_and_size(exported, run_dir):
         if a["precision"] == "int8":
             assert a["quantization"]["per_channel"] is True
             assert a["quantization"]["calibration"]["file"] == "calibration_indices.json"
+        if (a["format"], a["precision"]) == ("onnx", "int8-dynamic"):  # a graph of MatMuls: signed weights
+            assert a["quantization"]["weight_type"] == "QInt8"
     assert not list(folder.parent.glob(".export*"))  # no temporary folder left beside it
 
 

@@ -97,9 +97,17 @@ def test_wavenet_trains_on_real_audio_with_its_auxiliary_tasks_and_exports(demo_
     # validation scores only the task that selects models (no extra trunk passes for the auxiliaries)
     history = json.loads((run.folder / "multi" / "history.json").read_text())
     assert [(sorted(e["validation_accuracy"]), "validation_metric" in e) for e in history["epochs"]] == [(["scene"], False)] * 2
-    exported = export_run(run.folder, formats="onnx", precisions="fp32", progress=False)
-    (artefact,) = exported.artefacts  # the inference heads only, by default
-    assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene"]
+    exported = export_run(run.folder, formats="onnx", precisions="fp32,int8-dynamic", progress=False)
+    fp32, dynamic = exported.artefacts  # the inference heads only, by default
+    assert fp32["status"] == "ok" and [o["name"] for o in fp32["outputs"]] == ["scene"]
+    # convolutions get unsigned 8-bit weights (ConvInteger with int8 weights is several times slower than fp32)
+    import onnx
+
+    graph = onnx.load(str(exported.folder / dynamic["path"])).graph
+    weights = {i.name: i.data_type for i in graph.initializer}
+    conv_weights = [weights[n.input[1]] for n in graph.node if n.op_type == "ConvInteger"]
+    assert dynamic["quantization"]["weight_type"] == "QUInt8" and conv_weights
+    assert set(conv_weights) == {onnx.TensorProto.UINT8}
     exported = export_run(run.folder, tmp_path / "all", formats="onnx", precisions="fp32", progress=False, heads="all")
     (artefact,) = exported.artefacts  # the denoising head is never exported: its input is corrupted inside the model
     assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene", "next_step", "upsample"]
@@ -147,6 +155,7 @@ def test_wavenet_trains_with_the_paper_recipe_unless_told_otherwise(tiny_corpus,
     result = runner.invoke(app, ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,denoise", "--out",
                                  str(tmp_path / "dnn")])
     assert result.exit_code != 0 and "has no head for denoise (reconstruction)" in result.output
+    assert not (tmp_path / "dnn").exists()  # refused before any feature or folder work
 
 
 def test_model_args_on_the_command_line_are_checked_before_any_work(demo_corpus, tmp_path):

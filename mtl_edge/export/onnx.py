@@ -3,8 +3,11 @@
 - ``fp32``: ``torch.onnx.export(..., dynamo=True)``, batch dimension dynamic;
 - ``fp16``: ``onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)``
   (float32 input and outputs, float16 weights and compute inside);
-- ``int8-dynamic``: ``quant_pre_process`` then ``quantize_dynamic`` (int8 weights, activations
-  quantised at run time);
+- ``int8-dynamic``: ``quant_pre_process`` then ``quantize_dynamic`` (8-bit weights, activations
+  quantised at run time): signed int8 weights for a graph of MatMuls (the DNN), unsigned for a graph
+  with convolutions (``DYNAMIC_WEIGHT_TYPE``; measured in ``benchmarks/wavenet_cost.py``: with int8
+  weights onnxruntime's ConvInteger made the WaveNet 3.5-5x slower than fp32, with uint8 about as
+  fast as fp32);
 - ``int8``: ``quant_pre_process`` then ``quantize_static`` in QDQ format with MinMax calibration on
   the recorded training rows, int8 activations and weights, per-channel weights unless per-tensor.
 """
@@ -69,6 +72,18 @@ class _Reader:
         pass
 
 
+# dynamic quantisation's weight type -> what the manifest says; chosen per graph by ``dynamic_weight_type``
+DYNAMIC_WEIGHT_TYPE = {"QInt8": "int8", "QUInt8": "uint8 (the graph has convolutions: ConvInteger is slow with int8 weights)"}
+
+
+def dynamic_weight_type(path: Path) -> str:
+    """``QUInt8`` for a graph with convolutions, else ``QInt8`` (see the module docstring for the measurement)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "QUInt8" if any(node.op_type in ("Conv", "ConvTranspose") for node in graph.node) else "QInt8"
+
+
 def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdir: Path, label: str,
           calibration: np.ndarray | None = None, per_channel: bool = True) -> dict:
     """Write the ``precision`` artefact of ``graph`` to ``path``; return its manifest details."""
@@ -96,9 +111,10 @@ def build(graph: ExportGraph, input_dim: int, precision: str, path: Path, workdi
                 if not pre.exists():
                     quant_pre_process(str(base), str(pre))
                 if precision == "int8-dynamic":
-                    quantize_dynamic(str(pre), str(path), per_channel=per_channel, weight_type=QuantType.QInt8)
-                    quant = {"scheme": "dynamic int8 (int8 weights, activations quantised at run time)",
-                             "per_channel": per_channel, "calibration": None}
+                    weights = dynamic_weight_type(pre)
+                    quantize_dynamic(str(pre), str(path), per_channel=per_channel, weight_type=getattr(QuantType, weights))
+                    quant = {"scheme": f"dynamic int8 ({DYNAMIC_WEIGHT_TYPE[weights]} weights, activations quantised at run time)",
+                             "weight_type": weights, "per_channel": per_channel, "calibration": None}
                 elif precision == "int8":
                     if calibration is None:
                         raise MtlEdgeError("static int8 needs calibration features")

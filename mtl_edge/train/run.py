@@ -66,10 +66,13 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     from mtl_edge.features.cache import resolve_config
     from mtl_edge.features.inputs import input_kind
     from mtl_edge.progress import progress_bar
-    from mtl_edge.train.models import model_entry
+    from mtl_edge.tasks import is_self_supervised, self_supervised_spec
+    from mtl_edge.train.models import check_tasks, model_entry
 
     torch.set_num_threads(threads)
     out = Path(out)
+    # a self-supervised task's spec needs no data: a model without its head is refused before any feature work
+    check_tasks(cfg.model, {t: self_supervised_spec(t) for t in tasks if is_self_supervised(t)})
     kind = model_entry(cfg.model).input_kind
     input_config = input_config if input_config is not None else resolve_config(corpus, kind, cache_dir=cache_dir)
     if input_kind(input_config) != kind:
