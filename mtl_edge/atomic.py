@@ -44,6 +44,16 @@ def write_json(target: str | os.PathLike, obj, sort_keys: bool = True) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
+def write_png(target: str | os.PathLike, fig, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    return Path(target)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Build a whole folder under a temporary name and rename it into place when complete.

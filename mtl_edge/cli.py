@@ -16,9 +16,9 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Hidden, HopMs, LabelFraction, Model,
-                                  ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, Weighting, WinMs, augment_json,
-                                  check_policy, feature_config, recipe_for, train_config)
+from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Exclude, Hidden, HopMs, LabelFraction,
+                                  Model, ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, WinMs,
+                                  augment_json, check_policy, exclude_of, feature_config, recipe_for, train_config)
 
 app = typer.Typer(
     name="mtl-edge",
@@ -73,6 +73,7 @@ def data_demo(
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
     voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
     unseen_speakers: Annotated[int, typer.Option("--unseen-speakers", min=0, help="Voices held out of training, alternately female and male: their speech forms the test_unseen_speakers split.")] = 2,
+    variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene) or overlap (some events in one scene only, others in several; another corpus).")] = "default",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a complete corpus with the same settings exists.")] = False,
 ):
@@ -80,7 +81,7 @@ def data_demo(
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
 
     try:
-        config = DemoConfig(scale=scale, seed=seed, voices=voices, unseen_speakers=unseen_speakers)
+        config = DemoConfig(scale=scale, seed=seed, voices=voices, unseen_speakers=unseen_speakers, variant=variant)
         result = build_demo(config, out, workers=workers, force=force)
     except KeyboardInterrupt:  # the corpus is built under a temporary name, removed on the way out
         typer.echo(f"interrupted: nothing was written to {out} (a corpus already there is kept); run the same "
@@ -125,6 +126,30 @@ def data_describe(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         render_table(report)
+
+
+@data_app.command("overlap")
+@cli_command
+def data_overlap(
+    corpus: Annotated[Path, typer.Argument(help="Corpus folder (with manifest.csv).")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Two tasks a,b labelled on shared clips, e.g. event,scene.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="Count this split's clips only (default: every split).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for overlap.csv, overlap.json and overlap.png (default: CORPUS/overlap/A-B-SPLIT).")] = None,
+    print_exclude: Annotated[bool, typer.Option("--print-exclude", help="Print only the --exclude value that leaves a's shared labels out (for train/sweep); write nothing.")] = False,
+):
+    """Co-occurrence of task a's labels with task b's on the clips carrying both: which labels of a occur
+    with several labels of b (shared) and which with one only (exclusive)."""
+    from mtl_edge.data.overlap import co_occurrence, parse_pair
+    from mtl_edge.report.overlap import render_overlap, write_overlap
+
+    a, b = parse_pair(tasks)
+    overlap = co_occurrence(corpus, a, b, split)
+    if print_exclude:
+        typer.echo(overlap.exclude_spec())
+        return
+    render_overlap(overlap)
+    written = write_overlap(overlap, out or corpus / "overlap" / f"{a}-{b}-{split or 'all'}")
+    typer.echo(f"written: {', '.join(str(p) for p in written)}")
 
 
 @data_app.command("prepare")
@@ -175,6 +200,7 @@ def train(
     augment: Augment = None,
     augment_copies: AugmentCopies = 2,
     augment_tasks: AugmentTasks = None,
+    exclude: Exclude = None,
     cache: Cache = None,
     n_mels: NMels = None,
     win_ms: WinMs = None,
@@ -194,7 +220,7 @@ def train(
     cfg = train_config(model, hidden, seed, weighting, epochs, model_args, recipe_for(model, recipe), batch_size=batch_size,
                        label_fraction=label_fraction if label_fraction != 1.0 else None,
                        unlabeled_seconds=unlabeled_seconds or None, sampling=sampling, lr_decay_every=lr_decay_every,
-                       batches_per_epoch=batches_per_epoch)
+                       batches_per_epoch=batches_per_epoch, exclude=exclude_of(exclude))
     if steps:
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:
@@ -231,6 +257,7 @@ def sweep(
     recipe: Recipe = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (default: the training config's, 0.001).")] = None,
     weighting: Annotated[Optional[str], typer.Option("--weighting", help="Loss weighting: uniform (batch mean; default), sum (of per-task means; lee2019's), uncertainty or pcgrad.")] = None,
+    exclude: Exclude = None,
     cache: Cache = None,
     n_mels: NMels = None,
     win_ms: WinMs = None,
@@ -244,7 +271,8 @@ def sweep(
     from mtl_edge.research import sweep as sweeps
     from mtl_edge.train.data import parse_tasks
 
-    cfg = replace(train_config(model, hidden, 0, weighting, None, model_args, recipe_for(model, recipe)),
+    cfg = replace(train_config(model, hidden, 0, weighting, None, model_args, recipe_for(model, recipe),
+                               exclude=exclude_of(exclude)),
                   steps=steps or sweeps.DEFAULT_STEPS, **({"lr": lr} if lr is not None else {}))
     args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache,
                 feature_overrides={"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms})

@@ -19,10 +19,10 @@ Corpus = Annotated[Path, typer.Option("--corpus", help="Corpus folder (with mani
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
 ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
-Weighting = Annotated[str, typer.Option("--weighting", help="Loss weighting: uniform (batch mean), sum (of per-task means), uncertainty or pcgrad.")]
 Augment = Annotated[Optional[str], typer.Option("--augment", help="Augment the training clips with these audiomentations transforms: pitch_shift, time_stretch, gain, background_noise (the corpus's training backgrounds), comma-separated, or all.")]
 AugmentCopies = Annotated[int, typer.Option("--augment-copies", min=1, help="Augmented copies per training clip (with --augment).")]
 AugmentTasks = Annotated[Optional[str], typer.Option("--augment-tasks", help="Tasks whose training samples get the copies (default: every labelled task; background noise changes a scene's label).")]
+Exclude = Annotated[Optional[str], typer.Option("--exclude", help="Leave these labelled instances out of their task's training data (validation and test keep them): TASK:LABEL[,TASK:LABEL...], e.g. the shared labels `data overlap --print-exclude` prints.")]
 
 OnBadAudio = Annotated[
     str,
@@ -85,6 +85,13 @@ def train_config(model: str, hidden: str, seed: int, weighting: str | None, epoc
     if recipe:
         return recipe_config(recipe, model=model, hidden=widths, seed=seed, **extra)
     return TrainConfig(model=model, hidden=widths, seed=seed, **extra)
+
+
+def exclude_of(text: str | None) -> dict | None:
+    """The ``TrainConfig.exclude`` of an --exclude value (None when not given)."""
+    from mtl_edge.train.data import parse_exclude
+
+    return parse_exclude(text) if text is not None else None
 
 
 def parse_model_args(text: str) -> dict[str, int]:

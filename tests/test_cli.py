@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from mtl_edge import __version__
 from mtl_edge.cli import app
 
-COMMANDS = [[], ["demo"], ["data"], ["data", "demo"], ["data", "import"], ["data", "describe"], ["data", "prepare"]]
+COMMANDS = [[], ["demo"], ["data"], ["data", "demo"], ["data", "import"], ["data", "describe"], ["data", "prepare"],
+            ["data", "overlap"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "mtl-edge")

@@ -120,10 +120,7 @@ def _heatmap(analysis, tasks: list[str], path: Path) -> Path:
     ax.set_title(f"gain in {analysis.metric} (* significant, Holm)")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return atomic.write_png(path, fig)
 
 
 def _correlation_chart(analysis, path: Path) -> Path:

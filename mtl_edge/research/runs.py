@@ -78,7 +78,7 @@ def run_job(job: RunJob, events=None) -> dict:
     import torch
 
     from mtl_edge.features.inputs import config_from_json
-    from mtl_edge.train.data import load_task_data
+    from mtl_edge.train.data import load_training_data
     from mtl_edge.train.run import test_metrics
     from mtl_edge.train.trainer import fit
 
@@ -91,8 +91,8 @@ def run_job(job: RunJob, events=None) -> dict:
     status: dict = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "steps": cfg.steps}
     try:
         (folder / "metrics.json").unlink(missing_ok=True)  # an unfinished run's metrics are not its result
-        data = load_task_data(job.corpus, list(job.spec.tasks), config_from_json(job.features), cache_dir=job.cache_dir,
-                              workers=1, progress=False)
+        data = load_training_data(job.corpus, list(job.spec.tasks), cfg, config_from_json(job.features),
+                                  cache_dir=job.cache_dir, workers=1, progress=False)
         result = fit(data, cfg, folder, resume=True, label=job.spec.label)
         metrics = test_metrics(result.model, data)
         per_class = per_class_f1(result.model, data)

@@ -185,6 +185,9 @@ def resolve(corpus: str | Path, tasks: list[str], combos: list[str], seeds: int,
         raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
     if cfg.steps < 1:
         raise MtlEdgeError("a sweep trains every run for the same number of steps: give --steps >= 1")
+    from mtl_edge.train.data import check_exclude
+
+    check_exclude(cfg.exclude, {t: manifest.labels(t) if t in manifest.tasks else [] for t in tasks})
     if seeds < 1:
         raise MtlEdgeError("--seeds must be at least 1")
     kind = model_entry(cfg.model).input_kind

@@ -87,6 +87,59 @@ def parse_tasks(text: str) -> list[str]:
     return tasks
 
 
+def parse_exclude(text: str) -> dict[str, list[str]]:
+    """``event:door,event:footsteps`` -> {"event": ["door", "footsteps"]} (tasks and labels sorted, once each)."""
+    out: dict[str, set[str]] = {}
+    for part in (p.strip() for p in text.split(",")):
+        task, sep, label = part.partition(":")
+        if not sep or not task.strip() or not label.strip():
+            raise MtlEdgeError(f"--exclude takes TASK:LABEL[,TASK:LABEL...] such as event:door,event:footsteps, "
+                               f"not {part!r}")
+        out.setdefault(task.strip(), set()).add(label.strip())
+    return {t: sorted(labels) for t, labels in sorted(out.items())}
+
+
+def check_exclude(exclude: dict[str, list[str]], labels: dict[str, list[str]]) -> None:
+    """Refuse an ``--exclude`` naming a task that is not in ``labels`` (the run's tasks and their labels)
+    or a label its task does not have."""
+    for task, names in exclude.items():
+        if task not in labels:
+            raise MtlEdgeError(f"--exclude names task {task!r}, which is not trained here (tasks: {', '.join(labels)})")
+        if not labels[task]:
+            raise MtlEdgeError(f"--exclude names task {task!r}, which has no labels to exclude")
+        unknown = [n for n in names if n not in labels[task]]
+        if unknown:
+            raise MtlEdgeError(f"--exclude: task {task!r} has no label {', '.join(map(repr, unknown))}; its labels: "
+                               f"{', '.join(labels[task])}")
+
+
+def exclude_instances(data: "TaskData", exclude: dict[str, list[str]]) -> "TaskData":
+    """``data`` without the training samples of ``exclude``'s labels (task -> labels; tasks ``data`` does
+    not hold are skipped: a sweep's single-task runs share one config). Validation and test keep them,
+    so runs with and without the exclusion are scored on the same clips; the label list (the head) is kept."""
+    present = {t: labels for t, labels in exclude.items() if t in data.tasks}
+    if not present:
+        return data
+    check_exclude(present, {t: data.tasks[t].labels for t in present})
+    tasks = dict(data.tasks)
+    for task, names in present.items():
+        rows = tasks[task]
+        ids = [rows.labels.index(n) for n in names]
+        keep = ~np.isin(rows.targets["train"], ids)
+        if not keep.any():
+            raise MtlEdgeError(f"--exclude leaves task {task!r} without training examples")
+        tasks[task] = TaskRows(rows.labels, {**rows.rows, "train": rows.rows["train"][keep]},
+                               {**rows.targets, "train": rows.targets["train"][keep]}, rows.spec)
+    return TaskData(data.corpus, data.inputs, data.feature_config, tasks, data.paths, data.background_rows)
+
+
+def load_training_data(corpus: str | Path, tasks: list[str], cfg, input_config, **load) -> "TaskData":
+    """What a run trains on: ``load_task_data`` with the config's augmentation, then its label budget
+    (``apply_budget``) and its exclusions (``exclude_instances``)."""
+    data = load_task_data(corpus, tasks, input_config, augment=cfg.augment_config(), **load)
+    return exclude_instances(apply_budget(data, cfg.label_fraction, cfg.unlabeled_seconds, cfg.seed), cfg.exclude)
+
+
 def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, cache_dir=None, workers: int = 2,
                    labels: dict[str, list[str]] | None = None, on_bad_audio: str = "fail", progress: bool = True,
                    augment=None) -> TaskData:

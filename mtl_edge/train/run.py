@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.train.data import TaskData, apply_budget, load_task_data
+from mtl_edge.train.data import TaskData, check_exclude, load_training_data
 from mtl_edge.train.metrics import delta
 from mtl_edge.train.trainer import TrainConfig, fit, split_metrics
 
@@ -102,8 +102,8 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     unknown = [t for t in cfg.augment_config().tasks if t not in tasks]
     if unknown:
         raise MtlEdgeError(f"--augment-tasks names task(s) this run does not train: {', '.join(unknown)}")
-    data = apply_budget(load_task_data(corpus, tasks, input_config, cache_dir=cache_dir, workers=workers,
-                                       augment=cfg.augment_config()), cfg.label_fraction, cfg.unlabeled_seconds, cfg.seed)
+    data = load_training_data(corpus, tasks, cfg, input_config, cache_dir=cache_dir, workers=workers)
+    check_exclude(cfg.exclude, {t: rows.labels for t, rows in data.tasks.items()})
     atomic.write_json(config_path, config, sort_keys=False)
 
     jobs = [("multi", tasks, out / "multi")] + ([(t, [t], out / "single" / t) for t in tasks] if single else [])
@@ -163,9 +163,8 @@ def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queu
     torch.set_num_threads(threads)
     name, job_tasks, folder = job
     cfg = TrainConfig.from_json(cfg_json)
-    data = apply_budget(load_task_data(corpus, job_tasks, config_from_json(input_json), cache_dir=cache_dir, workers=1,
-                                       progress=False, augment=cfg.augment_config()),
-                        cfg.label_fraction, cfg.unlabeled_seconds, cfg.seed)
+    data = load_training_data(corpus, job_tasks, cfg, config_from_json(input_json), cache_dir=cache_dir, workers=1,
+                              progress=False)
     fit(data, cfg, folder, resume=resume, progress=_QueueProgress(queue), label=name)
     return name
 

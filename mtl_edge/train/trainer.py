@@ -62,6 +62,7 @@ class TrainConfig:
     head_lr: dict = field(default_factory=dict)  # learning rate per head group ("tagging", "auxiliary"); lr = the trunk's
     lr_decay: float = 1.0  # every lr times this ...
     lr_decay_every: int = 0  # ... every this many epochs (0: constant)
+    exclude: dict = field(default_factory=dict)  # task -> labels whose training samples are left out (validation, test keep them)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -72,6 +73,8 @@ class TrainConfig:
             del d["model_args"]
         if not self.augment:  # and before augmentation
             del d["augment"]
+        if not self.exclude:  # and before exclusions
+            del d["exclude"]
         d["betas"] = list(self.betas)
         for key, default in (("betas", [0.9, 0.999]), ("head_lr", {}), ("lr_decay", 1.0), ("lr_decay_every", 0),
                              ("label_fraction", 1.0), ("unlabeled_seconds", 0.0), ("sampling", "shuffle"),

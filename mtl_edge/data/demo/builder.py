@@ -22,6 +22,7 @@ import numpy as np
 
 from mtl_edge import atomic
 from mtl_edge.data.demo import sources
+from mtl_edge.data.demo.variants import EVENT_SCENES, check_variant
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
 from mtl_edge.errors import MtlEdgeError
 
@@ -58,6 +59,14 @@ class DemoConfig:
     rooms_per_split: int = 0  # RIRs per scene and split; 0 = by scale (8 at full scale, 2 for tiny corpora)
     unseen_speakers: int = 2  # voices held out of training (half female, half male, drawn from the seed)
     recipe: int = RECIPE_VERSION
+    variant: str = "default"  # where events occur: in every scene (default) or as EVENT_SCENES says (overlap)
+
+    def to_json(self) -> dict:
+        """The settings a built corpus records (demo.json) and is reused for."""
+        d = asdict(self)
+        if self.variant == "default":  # corpora built before variants existed stay equal (and reused)
+            del d["variant"]
+        return json.loads(json.dumps(d))
 
     def rooms(self) -> int:
         return self.rooms_per_split or int(min(8, max(2, np.ceil(self.scale * 25))))
@@ -111,9 +120,13 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
 
     Splits are balanced by construction: each split's clips of a kind are drawn with their own
     balanced class counts (speakers and words for speech, instruments, events, scenes). The voices
-    of ``unseen_speakers`` speak only in the ``test_unseen_speakers`` split.
+    of ``unseen_speakers`` speak only in the ``test_unseen_speakers`` split. The ``overlap`` variant
+    then moves each event clip into one of its event's scenes (``variants.EVENT_SCENES``), from a
+    generator of its own, so that every other draw stays the default variant's.
     """
+    check_variant(config.variant)
     rng = np.random.default_rng([config.seed, 1])
+    placing = np.random.default_rng([config.seed, 3])
     counts = config.counts()
     unseen = unseen_speakers(config, speakers)
     speaker_ids = list(speakers)
@@ -193,6 +206,8 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
                     spec["acoustics"] = "test"
                 spec["scene"] = scene
                 spec["labels"]["scene"] = scene
+            if kind == "event" and config.variant == "overlap":
+                _place_events(placing, members)
             specs.extend(members)
     for i, spec in enumerate(specs):
         spec.update({
@@ -206,6 +221,14 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
         spec["clip_id"] = f"{spec['kind']}_{i:05d}"
         spec["path"] = f"audio/{spec['split']}/{spec['kind']}/{spec['clip_id']}.wav"
     return specs
+
+
+def _place_events(rng: np.random.Generator, specs: list[dict]) -> None:
+    """Each event clip of ``specs`` (one split's) into one of its event's scenes, spread evenly over them."""
+    for event in EVENTS:
+        members = [s for s in specs if s["label"] == event]
+        for spec, scene in zip(members, _balanced(rng, EVENT_SCENES[event], len(members))):
+            spec["scene"] = spec["labels"]["scene"] = scene
 
 
 # -- rendering in worker processes ---------------------------------------------------------------
@@ -233,7 +256,7 @@ def _existing_matches(folder: Path, config: DemoConfig) -> dict | None:
         info = json.loads(_settings_path(folder).read_text())
     except (OSError, ValueError):
         return None
-    if info.get("config") == json.loads(json.dumps(asdict(config))) and (folder / MANIFEST_NAME).is_file():
+    if info.get("config") == config.to_json() and (folder / MANIFEST_NAME).is_file():
         return info
     return None
 
@@ -243,6 +266,7 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
     from mtl_edge.progress import progress_bar, stderr
 
     out = Path(out)
+    check_variant(config.variant)
     if not force and (info := _existing_matches(out, config)):
         return BuildResult(out, info["clips"], info["rows"], info["build_seconds"], True, info["per_task"])
     if out.exists() and any(out.iterdir()) and not _settings_path(out).exists():
@@ -295,10 +319,11 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
         seconds = time.perf_counter() - started
         per_task = dict(sorted(Counter(r.task for r in rows).items()))
         atomic.write_json(_settings_path(tmp), {
-            "config": asdict(config), "clips": len(specs), "rows": len(rows), "per_task": per_task,
+            "config": config.to_json(), "clips": len(specs), "rows": len(rows), "per_task": per_task,
             "build_seconds": round(seconds, 2), "workers": workers, "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "speakers": {k: v[:2] for k, v in speakers.items()},
             "unseen_speakers": unseen_speakers(config, speakers),
+            **({"event_scenes": {e: list(s) for e, s in EVENT_SCENES.items()}} if config.variant == "overlap" else {}),
         })
     stderr.print(f"rendered {len(specs)} clips in {seconds:.1f} s with {workers} worker(s)", highlight=False)
     return BuildResult(out, len(specs), len(rows), seconds, False, per_task)
