@@ -279,3 +279,17 @@ def test_ravdess_runs_the_same_recipe(ravdess_src, tmp_path):
     report = evaluate_run(tmp_path / "run", corpus)
     assert report["tasks"]["emotion"]["kind"] == "classification"
 
+
+
+def test_the_affinity_probe_measures_multilabel_and_frame_tasks():
+    from mtl_edge.research.affinity import AffinityProbe
+    from mtl_edge.train.models import create_model, model_entry
+
+    specs = {"kws": TaskSpec("kws", labels=("a", "b")), "tags": TaskSpec("tags", kind="multilabel", labels=("x", "y")),
+             "act": TaskSpec("act", kind="frame", labels=("fg",), options={"hop_ms": 10.0, "frames": 5})}
+    torch.manual_seed(0)
+    model = create_model("dnn", **model_entry("dnn").build_args(6, specs, None))
+    dense = {"tags": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "act": torch.ones(2, 5, 1)}
+    probe = AffinityProbe(list(specs), specs, lr=0.1, every=1, dense=dense)
+    probe(0, model, torch.randn(6, 6), torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 0, 0, 1, 1, 1]))
+    assert probe.measurements == 1 and all(c == 1 for row in probe.counts for c in row)
