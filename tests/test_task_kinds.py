@@ -187,7 +187,7 @@ def test_the_dnn_frame_head_keeps_one_trunk_and_its_losses_need_the_target_table
 @pytest.mark.slow
 def test_demo_corpus_declares_both_kinds_and_keeps_the_other_tasks(tiny_corpus):
     from mtl_edge.data.demo.builder import clip_tags
-    from mtl_edge.data.describe import count_labelled_frames
+    from mtl_edge.data.describe import count_labelled_frames, describe_corpus
     from mtl_edge.data.manifest import read_manifest
     from mtl_edge.train.data import load_task_data
 
@@ -206,6 +206,10 @@ def test_demo_corpus_declares_both_kinds_and_keeps_the_other_tasks(tiny_corpus):
     kinds = {r.path: r.extra["kind"] for r in m.rows}
     assert all(len(v) == (1 if kinds[p] == "silence" else 2) for p, v in tags.items())
     assert clip_tags({"kind": "event", "label": "door", "scene": "fireside", "labels": {}}) == ["door", "fire"]
+    described = describe_corpus(tiny_corpus)["tasks"]  # clips, not rows; a clip's activity counted once
+    assert described["tagging"]["clips"] == len(m.clips()) == described["vad"]["clips"]
+    assert described["tagging"]["labelled_frames"] == described["vad"]["labelled_frames"]
+    assert sum(described["tagging"]["label_counts"].values()) == len(m.rows_for("tagging"))
 
     data = load_task_data(tiny_corpus, ["event_activity", "tagging"], progress=False)
     act = data.tasks["event_activity"]

@@ -180,7 +180,8 @@ def _describe_task(
 
     label_counts = Counter(r.label for r in rows)
     counts = np.array([label_counts[k] for k in sorted(label_counts)], dtype=np.float64)
-    clips = [stats[r.path] for r in rows]
+    per_clip = list({r.path: r for r in rows}.values())  # a multilabel or frame task has a row per clip and label
+    clips = [stats[r.path] for r in per_clip]
     lengths = np.array([c.duration_s for c in clips])
     snrs = np.array([c.snr_db for c in clips])
     entropy = float(st.entropy(counts, base=2)) if len(counts) else None
@@ -191,14 +192,14 @@ def _describe_task(
             kurtosis = float(st.kurtosis(counts, fisher=True, bias=True))
     labelled = None
     if activity is not None:
-        labelled = sum(
-            count_labelled_frames(activity.get(r.line, []), stats[r.path].duration_s) for r in rows
-        )
+        # once per clip and activity: a tag row repeats its clip's activity, a frame task's label rows each have their own
+        segments = {(r.path, tuple(activity.get(r.line, []))) for r in rows}
+        labelled = sum(count_labelled_frames(list(seg), stats[path].duration_s) for path, seg in segments)
     channels = Counter(c.channels for c in clips)
     return {
-        "clips": len(rows),
+        "clips": len(per_clip),
         "labels": len(label_counts),
-        "type_token_ratio": _round(len(label_counts) / len(rows) if rows else None),
+        "type_token_ratio": _round(len(label_counts) / len(per_clip) if per_clip else None),
         "label_entropy_bits": _round(entropy),
         "label_kurtosis_excess": _round(kurtosis),
         "label_counts": {k: label_counts[k] for k in sorted(label_counts)},
@@ -213,7 +214,7 @@ def _describe_task(
         },
         "snr_db_mean": _round(snrs.mean() if len(snrs) else None),
         "snr_db_median": _round(float(np.median(snrs)) if len(snrs) else None),
-        "clips_per_split": _per_split(r.split for r in rows),
+        "clips_per_split": _per_split(r.split for r in per_clip),
     }
 
 
