@@ -175,6 +175,7 @@ def test_a_sweep_folder_refuses_other_settings_naming_them(swept, tiny, tmp_path
     other = tmp_path / "other"
     other.mkdir()
     (other / "audio").symlink_to(tiny / "audio")
+    (other / "tasks.json").symlink_to(tiny / "tasks.json")
     lines = (tiny / "manifest.csv").read_text().splitlines(keepends=True)
     (other / "manifest.csv").write_text("".join(lines[:-1]))  # one clip fewer
     result = sweep(other, out)

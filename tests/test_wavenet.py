@@ -144,6 +144,7 @@ def test_denoise_needs_background_recordings(demo_corpus, tmp_path):
     corpus = tmp_path / "c"
     corpus.mkdir()
     (corpus / "audio").symlink_to(demo_corpus / "audio")
+    (corpus / "tasks.json").symlink_to(demo_corpus / "tasks.json")
     lines = (demo_corpus / "manifest.csv").read_text().splitlines()
     kind = lines[0].split(",").index("kind")
     (corpus / "manifest.csv").write_text("\n".join([lines[0], *(l for l in lines[1:] if l.split(",")[kind] != "silence")]) + "\n")
