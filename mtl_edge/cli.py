@@ -16,9 +16,10 @@ from mtl_edge import __version__
 from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Exclude, Hidden, HopMs, LabelFraction,
-                                  Model, ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, WinMs,
-                                  augment_json, check_policy, exclude_of, feature_config, recipe_for, train_config)
+from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Exclude, HeadLr, Hidden, HopMs,
+                                  LabelFraction, Model, ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, WinMs,
+                                  augment_json, check_policy, exclude_of, feature_config, parse_head_lr, recipe_for,
+                                  train_config)
 
 app = typer.Typer(
     name="mtl-edge",
@@ -191,6 +192,8 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Maximum epochs (default from the training config).")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Exactly this many optimizer steps, no early stopping (as a sweep's runs; default: epochs with early stopping).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Samples per optimizer step (default: the recipe's, else 64).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Learning rate (the trunk's when heads have their own; default: the recipe's, else 0.001).")] = None,
+    head_lr: HeadLr = None,
     label_fraction: LabelFraction = 1.0,
     unlabeled_seconds: UnlabeledSeconds = 0.0,
     sampling: Annotated[Optional[str], typer.Option("--sampling", help="shuffle (all tasks' samples together; default) or balanced (every batch holds each task equally; lee2019's).")] = None,
@@ -220,7 +223,8 @@ def train(
     cfg = train_config(model, hidden, seed, weighting, epochs, model_args, recipe_for(model, recipe), batch_size=batch_size,
                        label_fraction=label_fraction if label_fraction != 1.0 else None,
                        unlabeled_seconds=unlabeled_seconds or None, sampling=sampling, lr_decay_every=lr_decay_every,
-                       batches_per_epoch=batches_per_epoch, exclude=exclude_of(exclude))
+                       batches_per_epoch=batches_per_epoch, exclude=exclude_of(exclude), lr=lr,
+                       head_lr=parse_head_lr(head_lr))
     if steps:
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:

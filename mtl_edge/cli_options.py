@@ -58,6 +58,7 @@ def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> 
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A paper's training setup: lee2019 (summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), or none.")]
 LabelFraction = Annotated[float, typer.Option("--label-fraction", min=0.0, max=1.0, help="Keep this fraction of each labelled task's training samples (per class, seeded): a scarce-label regime.")]
 UnlabeledSeconds = Annotated[float, typer.Option("--unlabeled-seconds", min=0.0, help="Seconds of training audio in the self-supervised tasks' pool (0: every training clip).")]
+HeadLr = Annotated[Optional[str], typer.Option("--head-lr", help="Learning rate per head group as GROUP=LR,...: tagging (labelled tasks' heads), auxiliary (reconstruction heads); default: the recipe's, else --lr.")]
 
 
 def recipe_for(model: str, recipe: str | None) -> str | None:
@@ -82,6 +83,10 @@ def train_config(model: str, hidden: str, seed: int, weighting: str | None, epoc
     if weighting:
         extra["weighting"] = weighting
     extra.update({k: v for k, v in given.items() if v is not None})
+    if recipe and extra.get("head_lr"):  # a group given beside a recipe keeps the recipe's other groups
+        from mtl_edge.train.trainer import RECIPES
+
+        extra["head_lr"] = {**RECIPES.get(recipe, {}).get("head_lr", {}), **extra["head_lr"]}
     if recipe:
         return recipe_config(recipe, model=model, hidden=widths, seed=seed, **extra)
     return TrainConfig(model=model, hidden=widths, seed=seed, **extra)
@@ -92,6 +97,26 @@ def exclude_of(text: str | None) -> dict | None:
     from mtl_edge.train.data import parse_exclude
 
     return parse_exclude(text) if text is not None else None
+
+
+def parse_head_lr(text: str | None) -> dict[str, float] | None:
+    """``tagging=1e-3,auxiliary=5e-3`` -> {"tagging": 0.001, "auxiliary": 0.005} (None when not given)."""
+    from mtl_edge.train.trainer import HEAD_GROUPS
+
+    if text is None:
+        return None
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        group, sep, value = part.partition("=")
+        try:
+            lr = float(value) if sep else -1.0
+        except ValueError:
+            lr = -1.0
+        if group.strip() not in HEAD_GROUPS or not lr > 0:
+            raise MtlEdgeError(f"--head-lr takes GROUP=LR pairs with GROUP one of {', '.join(HEAD_GROUPS)} and LR > 0, "
+                               f"such as tagging=1e-3, not {part!r}")
+        out[group.strip()] = lr
+    return out
 
 
 def parse_model_args(text: str) -> dict[str, int]:

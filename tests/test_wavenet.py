@@ -174,6 +174,15 @@ def test_wavenet_trains_with_the_paper_recipe_unless_told_otherwise(tiny_corpus,
         assert result.exit_code == 0, result.output
         train = json.loads((out / "config.json").read_text())["train"]
         assert (train["weighting"], train["batch_size"], train.get("head_lr"), train.get("lr_decay_every")) == expect
+    # learning rates beside the recipe: the trunk's, and one head group's (the other keeps the recipe's)
+    result = runner.invoke(app, [*base, "--lr", "1e-3", "--head-lr", "tagging=2e-3", "--out", str(tmp_path / "lr")])
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "lr" / "config.json").read_text())["train"]
+    assert (train["lr"], train["head_lr"]) == (1e-3, {"tagging": 2e-3, "auxiliary": 5e-3})
+    for bad in ("tagging", "trunk=1e-3", "tagging=-1", "tagging=fast"):
+        result = runner.invoke(app, [*base, "--head-lr", bad, "--out", str(tmp_path / "bad")])
+        assert result.exit_code == 1 and "--head-lr takes GROUP=LR pairs" in result.output, (bad, result.output)
+    assert not (tmp_path / "bad").exists()
     result = runner.invoke(app, [*base, "--label-fraction", "0.01", "--out", str(tmp_path / "few")])
     assert result.exit_code != 0 and "without a training example" in result.output
     result = runner.invoke(app, ["train", "--corpus", str(tiny_corpus), "--tasks", "scene,denoise", "--out",
