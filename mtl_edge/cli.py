@@ -71,9 +71,9 @@ def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,600 clips); smaller for tests.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
-    voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
+    voices: Annotated[Optional[str], typer.Option("--voices", help="mbrola (recorded human diphones; the default) or espeak (espeak-ng's own voices; the other variant's only voices).")] = None,
     unseen_speakers: Annotated[int, typer.Option("--unseen-speakers", min=0, help="Voices held out of training, alternately female and male: their speech forms the test_unseen_speakers split.")] = 2,
-    variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene) or overlap (some events in one scene only, others in several; another corpus).")] = "default",
+    variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene), overlap (some events in one scene only, others in several) or other (a second corpus: espeak-ng voices, other recordings, rooms and instruments; no source shared with the default).")] = "default",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a complete corpus with the same settings exists.")] = False,
 ):
@@ -81,6 +81,9 @@ def data_demo(
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
 
     try:
+        from mtl_edge.data.demo.variants import variant_sources
+
+        voices = voices or variant_sources(variant).voices or DemoConfig.voices
         config = DemoConfig(scale=scale, seed=seed, voices=voices, unseen_speakers=unseen_speakers, variant=variant)
         result = build_demo(config, out, workers=workers, force=force)
     except KeyboardInterrupt:  # the corpus is built under a temporary name, removed on the way out
