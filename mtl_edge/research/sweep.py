@@ -183,75 +183,56 @@ def write_results(path: Path, rows: list[dict]) -> None:
 
 def resolve(corpus: str | Path, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
             feature_overrides: dict | None = None, cache_dir=None, sources=None) -> tuple[dict, list[RunSpec], dict[str, int]]:
-    """Check the request against the corpus (each task's own, with ``sources`` of several corpora) and
-    resolve it into (sweep config, runs, training samples per task), computing nothing."""
-    if sources is not None and sources.multi:
-        return _resolve_sources(sources, combos, seeds, cfg, feature_overrides, cache_dir)
+    """Check the request against the corpus (each task's own, with ``sources`` of several corpora: one
+    feature config for all of them) and resolve it into (sweep config, runs, training samples per
+    task), computing nothing."""
     from mtl_edge.data.manifest import read_manifest
     from mtl_edge.features.cache import fingerprint_of, resolve_config
     from mtl_edge.features.inputs import input_kind
     from mtl_edge.tasks import is_self_supervised
+    from mtl_edge.train import corpora as multi
     from mtl_edge.train.models import model_entry
 
-    corpus = Path(corpus).resolve()
-    manifest = read_manifest(corpus, check_files=False)
-    unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
-    if unknown:
-        raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
+    sources = sources if sources is not None and sources.multi else None
+    if sources is None:
+        corpus = Path(corpus).resolve()
+        manifest = read_manifest(corpus, check_files=False)
+        unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
+        if unknown:
+            raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
+        of = {t: manifest for t in tasks}
+    else:
+        multi.check_tasks_known(sources)
+        manifests = {c: read_manifest(c, check_files=False) for c in sources.distinct}
+        of = {t: manifests[sources.corpora[t]] for t in tasks}
     if cfg.steps < 1:
         raise MtlEdgeError("a sweep trains every run for the same number of steps: give --steps >= 1")
     from mtl_edge.train.data import check_exclude
 
-    check_exclude(cfg.exclude, {t: manifest.labels(t) if t in manifest.tasks else [] for t in tasks})
+    check_exclude(cfg.exclude, {t: of[t].labels(t) if t in of[t].tasks else [] for t in tasks})
     if seeds < 1:
         raise MtlEdgeError("--seeds must be at least 1")
     kind = model_entry(cfg.model).input_kind
     given = {k: v for k, v in (feature_overrides or {}).items() if v is not None}
     if given and kind != "features":
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: {', '.join(given)} do not apply")
-    input_config = resolve_config(corpus, kind, given, cache_dir=cache_dir)
+    if sources is None:
+        input_config = resolve_config(corpus, kind, given, cache_dir=cache_dir)
+    else:
+        input_config = multi.common_input_config(sources, kind, given, cache_dir=cache_dir)
     if input_kind(input_config) != kind:
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
-    config = sweep_config(corpus, fingerprint_of(corpus), tasks, combos, seeds, cfg, input_config)
+    if sources is None:
+        config = sweep_config(corpus, fingerprint_of(corpus), tasks, combos, seeds, cfg, input_config)
+    else:
+        task_corpora = multi.fingerprints(sources)
+        config = sweep_config(sources.distinct[0], multi.combined_fingerprint(task_corpora), tasks, combos, seeds, cfg,
+                              input_config, task_corpora)
     runs = plan_runs(tasks, combos, seeds)
     if not runs:
         raise MtlEdgeError(f"combinations {', '.join(combos)} of {len(tasks)} task(s) give no run")
-    train_clips = len({r.path for r in manifest.rows if r.split == "train"})
-    train_samples = {t: sum(r.split == "train" for r in manifest.rows_for(t)) if t in manifest.tasks else train_clips
-                     for t in tasks}
-    return config, runs, train_samples
-
-
-def _resolve_sources(sources, combos: list[str], seeds: int, cfg: TrainConfig, feature_overrides: dict | None,
-                     cache_dir) -> tuple[dict, list[RunSpec], dict[str, int]]:
-    """``resolve`` for tasks from several corpora: each task checked against its own corpus, one
-    feature config for all of them."""
-    from mtl_edge.data.manifest import read_manifest
-    from mtl_edge.train import corpora as multi
-    from mtl_edge.train.data import check_exclude
-    from mtl_edge.train.models import model_entry
-
-    multi.check_tasks_known(sources)
-    if cfg.steps < 1:
-        raise MtlEdgeError("a sweep trains every run for the same number of steps: give --steps >= 1")
-    manifests = {c: read_manifest(c, check_files=False) for c in sources.distinct}
-    of = {t: manifests[sources.corpora[t]] for t in sources.tasks}
-    check_exclude(cfg.exclude, {t: of[t].labels(t) if t in of[t].tasks else [] for t in sources.tasks})
-    if seeds < 1:
-        raise MtlEdgeError("--seeds must be at least 1")
-    kind = model_entry(cfg.model).input_kind
-    given = {k: v for k, v in (feature_overrides or {}).items() if v is not None}
-    if given and kind != "features":
-        raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: {', '.join(given)} do not apply")
-    input_config = multi.common_input_config(sources, kind, given, cache_dir=cache_dir)
-    task_corpora = multi.fingerprints(sources)
-    config = sweep_config(sources.distinct[0], multi.combined_fingerprint(task_corpora), sources.tasks, combos, seeds,
-                          cfg, input_config, task_corpora)
-    runs = plan_runs(sources.tasks, combos, seeds)
-    if not runs:
-        raise MtlEdgeError(f"combinations {', '.join(combos)} of {len(sources.tasks)} task(s) give no run")
     train_samples = {t: sum(r.split == "train" for r in of[t].rows_for(t)) if t in of[t].tasks else
-                     len({r.path for r in of[t].rows if r.split == "train"}) for t in sources.tasks}
+                     len({r.path for r in of[t].rows if r.split == "train"}) for t in tasks}
     return config, runs, train_samples
 
 
