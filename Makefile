@@ -34,11 +34,22 @@ MICRO := $(BIN)/python -m pytest benchmarks/micro -p no:cacheprovider --benchmar
 $(DEMO_EXPORT)/manifest.json:
 	$(BIN)/mtl-edge demo
 
-bench: setup $(DEMO_EXPORT)/manifest.json
+# The WaveNet family's Georgiev table: scene + instrument heads on the scaled-down trunk against its two
+# single-task WaveNets (issue 14; the paper's 3x6x64 trunk is the documented default for more compute)
+WAVENET_RUN := runs/wavenet-eff
+WAVENET_ARGS := --model wavenet --model-args channels=16,blocks=2,layers=5,tag_hidden=128,aux_hidden=32,crop=4000 \
+	--tasks scene,instrument --single --steps 300 --batches-per-epoch 25
+
+$(WAVENET_RUN)/export/manifest.json: $(DEMO_EXPORT)/manifest.json
+	$(BIN)/mtl-edge train --corpus data/demo $(WAVENET_ARGS) --out $(WAVENET_RUN) --resume
+	$(BIN)/mtl-edge export $(WAVENET_RUN) --allow-degraded
+
+bench: setup $(DEMO_EXPORT)/manifest.json $(WAVENET_RUN)/export/manifest.json
 	$(BIN)/python benchmarks/features.py --clips 300 --repeats 3 --out $(RESULTS)/features.json $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/demo_corpus.py --scale 1 --seed 0 --workers 2 --results $(RESULTS)/demo_corpus.json $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/train_throughput.py --corpus data/demo --epochs 3 --threads 1 --repeats 3 --out $(RESULTS)/train_throughput.json $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/georgiev.py --export $(DEMO_EXPORT) --results $(DEMO_EXPORT)/bench-georgiev --min-runs 100 --min-secs 2 --max-secs 20 $(BENCH_FLAGS)
+	$(BIN)/python benchmarks/georgiev.py --export $(WAVENET_RUN)/export --results $(WAVENET_RUN)/export/bench-georgiev --name georgiev-wavenet --min-runs 100 --min-secs 2 --max-secs 20 $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/harness_overhead.py $(DEMO_EXPORT) --rounds 3 --min-secs 2 $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/sweep_executors.py --scale 0.05 --steps 100 --seeds 3 --workers 2 $(BENCH_FLAGS)
 	$(BIN)/python benchmarks/wavenet_cost.py --corpus data/demo --steps 3 --clips 20 --out $(RESULTS)/wavenet_cost.json $(BENCH_FLAGS)

@@ -15,7 +15,8 @@ measure anyway, recorded in the result); the exact argv is recorded.
         [--min-secs 2] [--max-secs 20] [--min-runs 100] [--out FILE] [--allow-busy]
 
 The bench JSON lines go to ``--results`` (default ``EXPORT/bench``); the table goes to
-``benchmarks/results/georgiev-<machine>-<cpu>-<N>cpu.json`` (``--out`` overrides) and, as Markdown, to stdout.
+``benchmarks/results/<name>-<machine>-<cpu>-<N>cpu.json`` (``--name``, default ``georgiev``; ``--out``
+overrides) and, as Markdown, to stdout.
 Goal of issue 5 for the 4-task demo DNN: runtime_ratio <= 0.35 and memory_ratio <= 0.35 (Georgiev et al.
 report about 1/2.1 = 0.48).
 """
@@ -68,7 +69,8 @@ def main() -> int:
     ap.add_argument("--min-runs", type=int, default=100)
     ap.add_argument("--min-secs", type=float, default=2.0)
     ap.add_argument("--max-secs", type=float, default=20.0)
-    ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/georgiev-<env>.json)")
+    ap.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/NAME-<env>.json)")
+    ap.add_argument("--name", default="georgiev", help="the result's name, e.g. georgiev-wavenet for another model family")
     ap.add_argument("--allow-busy", action="store_true",
                     help="measure even when the 1-minute load average is above 0.5 (recorded in the result)")
     args = ap.parse_args()
@@ -79,7 +81,7 @@ def main() -> int:
     env = local_environment()
     cpu = re.sub(r"[^a-z0-9]+", "-", (env["cpu_model"] or "cpu").lower()).strip("-")
     out = args.out or (Path(__file__).parent / "results" /
-                       f"georgiev-{platform.machine()}-{cpu}-{os.cpu_count()}cpu.json")
+                       f"{args.name}-{platform.machine()}-{cpu}-{os.cpu_count()}cpu.json")
     started = gate(args.allow_busy, "georgiev.py", out)
 
     import numpy as np

@@ -532,10 +532,11 @@ def bench(
     timeout: Annotated[Optional[float], typer.Option("--timeout", min=1.0, help="Seconds before a runner is declared hung.")] = None,
     allow_disagreement: Annotated[bool, typer.Option("--allow-disagreement", help="Do not fail when an artefact answers differently on the device than here (still marked).")] = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the main fields of every measurement to this CSV file.")] = None,
+    answer_rows: Annotated[Optional[int], typer.Option("--answer-rows", min=1, help="Send only N test clips, evenly spaced over the test split, for the timed runs and the answer check (e.g. 16 on an emulated device; default: all).")] = None,
 ):
     """Measure latency and memory of exported artefacts on a device, in a separate runner process.
 
-    The device's answers on the whole test split are checked against this machine's for every artefact.
+    The device's answers on the test split (or --answer-rows of it) are checked against this machine's for every artefact.
     """
     from mtl_edge.bench.devices import load_device
     from mtl_edge.bench.harness import bench as run_bench
@@ -549,7 +550,7 @@ def bench(
         result = run_bench(export_dir, device=device, runtime=runtime, threads=threads, precisions=precision,
                            compare=compare, results=results, resume=resume, min_runs=min_runs, min_secs=min_secs,
                            max_secs=max_secs, timeout=timeout, allow_disagreement=allow_disagreement,
-                           listeners=listeners)
+                           listeners=listeners, answer_rows=answer_rows)
     except KeyboardInterrupt:  # every finished line is whole and fsync'd; the runner in flight is stopped
         where = results if results is not None else Path(export_dir) / "bench"
         typer.echo(f"interrupted: the lines already written are kept in {where}; run the same command with --resume "

@@ -9,10 +9,11 @@ registered by name with ``register_task`` and need no manifest rows.
 Kinds:
 
 - ``classification``: one label per sample, logits ``[N, labels]``, cross-entropy;
-- ``multilabel``: several labels per sample, logits ``[N, labels]``, binary cross-entropy;
+- ``multilabel``: several labels per sample, logits ``[N, labels]`` (sigmoid outputs), binary cross-entropy;
 - ``regression``: a target vector per sample, mean squared error;
 - ``reconstruction``: the output has the shape of the model input it rebuilds, no labels; smooth L1;
-- ``frame``: per-frame labels (frame-level activity), logits ``[N, frames, labels]``.
+- ``frame``: per-frame labels (frame-level activity), logits ``[N, frames, labels]``, binary cross-entropy
+  per frame and label; ``options`` hold the frame grid (``frames``, ``hop_ms``, ``segment_ms``).
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 # Defaults per kind: (loss, metrics reported, metric that selects models, higher is better, needs labels, selects)
 _KIND_DEFAULTS = {
     "classification": ("cross_entropy", ("accuracy", "macro_f1", "micro_f1", "roc_auc"), "accuracy", True, True, True),
-    "multilabel": ("binary_cross_entropy", ("micro_f1", "macro_f1"), "micro_f1", True, True, True),
+    "multilabel": ("binary_cross_entropy", ("map", "map_at_3", "micro_f1", "macro_f1"), "map", True, True, True),
     "regression": ("mse", ("mse", "rmse"), "mse", False, True, True),
     # an auxiliary that rebuilds the input serves the labelled tasks: it does not pick the model
     "reconstruction": ("smooth_l1", ("loss", "mse", "relative_rmse"), "loss", False, False, False),
-    "frame": ("cross_entropy", ("accuracy", "macro_f1"), "accuracy", True, True, True),
+    "frame": ("binary_cross_entropy", ("frame_f1", "error_rate", "segment_f1"), "frame_f1", True, True, True),
 }
 
 
@@ -97,8 +98,14 @@ class TaskSpec:
 
     @property
     def outputs(self) -> int:
-        """Output units of a head of a labelled task (0 where the model decides, e.g. reconstruction)."""
+        """Output units of a head of a labelled task (0 where the model decides, e.g. reconstruction);
+        a frame head's are per frame (``frames``)."""
         return len(self.labels)
+
+    @property
+    def frames(self) -> int:
+        """Frames per sample of a frame task's output (0 for other kinds)."""
+        return int(self.options.get("frames", 0)) if self.kind == "frame" else 0
 
     def loss_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         return LOSSES[self.loss]
@@ -142,9 +149,10 @@ def self_supervised_spec(name: str) -> TaskSpec:
     return spec if spec.name == name else replace(spec, name=name)
 
 
-def corpus_task_spec(name: str, labels: list[str], kind: str = "classification") -> TaskSpec:
-    """The spec of a task the corpus labels (its label list fixed from the training split)."""
-    return TaskSpec(name=name, kind=kind, labels=tuple(labels))
+def corpus_task_spec(name: str, labels: list[str], kind: str = "classification", options: dict | None = None) -> TaskSpec:
+    """The spec of a task the corpus labels (its label list fixed from the training split; ``kind`` and
+    ``options`` as the corpus's ``tasks.json`` declares them, e.g. a frame task's frame grid)."""
+    return TaskSpec(name=name, kind=kind, labels=tuple(labels), options=dict(options or {}))
 
 
 def specs_from_checkpoint(info: dict) -> dict[str, TaskSpec]:

@@ -203,6 +203,37 @@ def test_answers_that_differ_from_this_machine_are_flagged(export_dir):
         checker.compare([entry], {"multi": {t: v[:3].tolist() for t, v in honest.items()}})
 
 
+def test_answer_rows_send_a_sample_of_the_test_split_and_check_it(export_dir, tmp_path):
+    from mtl_edge.bench.answers import DesktopAnswers
+    from mtl_edge.bench.harness import answer_subset
+    from mtl_edge.export.runtime import load_artefact
+
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    checker = DesktopAnswers(export_dir, manifest)
+    n = len(checker.testset)
+    rows = answer_subset(n, 16)
+    assert len(rows) == 16 and rows[0] == 0 and rows[-1] == n - 1 and (np.diff(rows) > 0).all()
+    assert answer_subset(n, n) is None and answer_subset(n, None) is None
+    # the checker scores each task on its own clips among the rows sent, against their labels
+    entry = next(a for a in manifest["artefacts"] if a["model"] == "multi" and a["format"] == "onnx")
+    sample = DesktopAnswers(export_dir, manifest, rows)
+    answers = {t: np.argmax(v, axis=1) for t, v in load_artefact(entry, export_dir)(checker.testset.features[rows]).items()}
+    fields = sample.compare([entry], {"multi": {t: v.tolist() for t, v in answers.items()}})
+    assert fields["answers_status"] == "ok" and fields["answers_agreement_min"] == 1.0
+    for task in entry["tasks"]:
+        t = checker.testset.tasks[task]
+        kept = np.isin(t.rows, rows)
+        expected = float((answers[task][np.searchsorted(rows, t.rows[kept])] == t.labels[kept]).mean())
+        assert fields[f"answers_accuracy_{task}"] == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(MtlEdgeError, match=f"returned {n} answers for 16 test rows"):
+        full = {t: np.argmax(v, axis=1) for t, v in load_artefact(entry, export_dir)(checker.testset.features).items()}
+        sample.compare([entry], {"multi": {t: v.tolist() for t, v in full.items()}})
+    # through bench: the runner gets 16 clips, every line says so, and the answers agree
+    out = bench(export_dir, "desktop", runtime="onnxruntime", precisions="fp32", results=tmp_path / "r",
+                answer_rows=16, **QUICK)
+    assert out.measurements and all(m["answer_rows"] == 16 and m["answers_status"] == "ok" for m in out.measurements)
+
+
 def test_compare_line_is_computed_from_the_measurements(benched, export_dir):
     out, _ = benched
     assert len(out.compares) == 2

@@ -17,6 +17,8 @@ from mtl_edge.errors import MissingSourceError, MtlEdgeError
 
 EXPECTED_CLASSES = {
     "kws": 12, "speaker": 8, "gender": 2, "instrument": 8, "music_speech": 3, "scene": 5, "event": 7, "vad": 2,
+    "tagging": 22,  # the foreground's class (speech, 8 instruments, 7 events, music) and the background's source (5)
+    "event_activity": 1,  # foreground, per 10 ms frame
 }
 
 
@@ -54,7 +56,7 @@ def test_two_voices_are_heard_only_in_the_unseen_speakers_split(demo_corpus):
     for split in ("train", "validation", "test"):
         assert not voices_by_split[split] & voices_by_split["test_unseen_speakers"], split
         assert len(voices_by_split[split]) == 8
-    assert tasks_by_split["test_unseen_speakers"] == {"kws", "gender", "music_speech", "vad", "scene"}
+    assert tasks_by_split["test_unseen_speakers"] == {"kws", "gender", "music_speech", "vad", "scene", "tagging", "event_activity"}
     assert set(manifest.labels("speaker")) == set(sources.MBROLA_SPEAKERS) - set(held_out)
     unseen = [r for r in manifest.rows_for("kws") if r.split == "test_unseen_speakers"]
     test = [r for r in manifest.rows_for("kws") if r.split == "test" and r.label != "_silence_"]

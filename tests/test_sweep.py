@@ -175,6 +175,7 @@ def test_a_sweep_folder_refuses_other_settings_naming_them(swept, tiny, tmp_path
     other = tmp_path / "other"
     other.mkdir()
     (other / "audio").symlink_to(tiny / "audio")
+    (other / "tasks.json").symlink_to(tiny / "tasks.json")
     lines = (tiny / "manifest.csv").read_text().splitlines(keepends=True)
     (other / "manifest.csv").write_text("".join(lines[:-1]))  # one clip fewer
     result = sweep(other, out)
@@ -207,6 +208,36 @@ def test_dry_run_lists_the_runs_and_estimates_without_writing(swept, tiny, tmp_p
     result = sweep(tiny, swept[0], "--dry-run")
     assert result.exit_code == 0, result.output
     assert "6 run(s), 6 done" in result.output and "mean of 6 finished run(s)" in result.output
+
+
+def test_dry_run_of_a_wavenet_sweep_times_its_largest_run_here(tiny, tmp_path):
+    import re
+
+    args = ["--tasks", "scene,next_step", "--combos", "singles,pairs", "--seeds", "1", "--steps", "40", "--model", "wavenet",
+            "--model-args", "channels=4,blocks=1,layers=3,tag_hidden=8,aux_hidden=8"]
+    result = sweep(tiny, tmp_path / "wave", "--dry-run", args=args)
+    assert result.exit_code == 0, result.output
+    assert "3 run(s), 0 done, 40 steps each" in result.output
+    timed = re.search(r"estimated ([\d.]+) min .*timed here on the largest run: ([\d.]+) s per step, ([\d.]+) s per "
+                      r"validation, ([\d.]+) s to load", result.output)
+    assert timed, result.output
+    minutes, step, validation, load = map(float, timed.groups())
+    assert step > 0 and minutes > 0
+    assert not (tmp_path / "wave").exists() and not list(Path(tiny).glob(".mtl-edge-estimate-*"))
+
+
+def test_timed_costs_give_the_estimate_per_run():
+    from mtl_edge.research.sweep import estimate
+
+    cfg = TrainConfig(model="wavenet", steps=100, batch_size=10)
+    todo = [RunSpec(("a",), 0), RunSpec(("b",), 0), RunSpec(("a", "b"), 0)]
+    timed = {"load_s": 2.0, "step_s": 0.5, "validation_s": 3.0}
+    seconds, source = estimate(todo, cfg, 1, [], {"a": 100, "b": 100}, timed)
+    # every run: load + 100 steps + (epochs + 1) validations, one epoch a pass over its samples
+    epochs = [cfg.epochs_for(10), cfg.epochs_for(10), cfg.epochs_for(20)]
+    assert seconds == pytest.approx(sum(2.0 + 50.0 + (e + 1) * 3.0 for e in epochs))
+    assert "0.50 s per step" in source
+    assert estimate(todo, cfg, 2, [], {"a": 100, "b": 100}, timed)[0] == pytest.approx(seconds / 2)
 
 
 def test_ctrl_c_mid_sweep_then_rerun_finishes_it(tiny, tmp_path):

@@ -239,6 +239,7 @@ def test_evaluate_on_a_held_out_corpus_reports_unseen_labels(trained_run, tmp_pa
     renamed.mkdir()
     (renamed / "manifest.csv").write_text(manifest)
     (renamed / "audio").symlink_to(held_out / "audio")
+    (renamed / "tasks.json").symlink_to(held_out / "tasks.json")
     result = CliRunner().invoke(app, ["evaluate", str(out), "--corpus", str(renamed)])
     assert result.exit_code == 0, result.output
     kws = json.loads((out / "evaluations" / "renamed-test.json").read_text())["tasks"]["kws"]
@@ -440,8 +441,9 @@ def test_task_without_training_examples_is_refused(demo_corpus, tmp_path):
     corpus = tmp_path / "c"
     corpus.mkdir()
     (corpus / "audio").symlink_to(demo_corpus / "audio")
+    (corpus / "tasks.json").symlink_to(demo_corpus / "tasks.json")
     lines = (demo_corpus / "manifest.csv").read_text().splitlines()
-    kept = [lines[0]] + [l for l in lines[1:] if not (",instrument," in l and ",train," in l)]
+    kept = [lines[0]] + [l for l in lines[1:] if not (l.split(",")[1] == "instrument" and ",train," in l)]
     (corpus / "manifest.csv").write_text("\n".join(kept) + "\n")
     assert "instrument" in read_manifest(corpus).tasks
     with pytest.raises(MtlEdgeError, match="'instrument' has no training examples"):
@@ -493,6 +495,7 @@ def test_evaluate_refuses_a_corpus_with_another_label_space(trained_run, demo_co
     other = tmp_path / "other"
     other.mkdir()
     (other / "audio").symlink_to(demo_corpus / "audio")
+    (other / "tasks.json").symlink_to(demo_corpus / "tasks.json")
     text = (demo_corpus / "manifest.csv").read_text()
     for scene in ("office", "crowded_hall", "windy_outdoors", "riverside", "fireside"):
         text = text.replace(f",scene,{scene},", f",scene,planet_{scene},")

@@ -113,6 +113,29 @@ def test_wavenet_trains_on_real_audio_with_its_auxiliary_tasks_and_exports(demo_
     assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene", "next_step", "upsample"]
 
 
+@pytest.mark.slow
+def test_two_tagging_heads_against_their_single_task_models_through_export_and_bench(tiny_corpus, tmp_path):
+    from mtl_edge.bench.harness import bench
+    from mtl_edge.export import export_run
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import recipe_config
+
+    cfg = recipe_config("lee2019", model="wavenet", steps=4, batch_size=8,
+                        model_args={"channels": 4, "blocks": 1, "layers": 3, "tag_hidden": 8, "aux_hidden": 8})
+    run = train_run(tiny_corpus, ["scene", "instrument"], tmp_path / "run", cfg, single=True, processes=1)
+    exported = export_run(run.folder, formats="onnx", precisions="fp32", progress=False, allow_degraded=True)
+    assert sorted(a["model"] for a in exported.artefacts) == ["multi", "single:instrument", "single:scene"]
+    out = bench(exported.folder, "desktop", runtime="onnxruntime", precisions="fp32", compare="single",
+                results=tmp_path / "bench", min_runs=5, min_secs=0, max_secs=2, warmup=1, progress=False)
+    (line,) = out.compares
+    assert line["tasks"] == ["scene", "instrument"] and line["n_single"] == 2
+    assert line["multi_p50_ms"] > 0 and line["single_p50_sum_ms"] > 0
+    # raw waveform in: no feature front-end, so the headline ratios are the model-only ones
+    assert line["frontend_p50_ms"] == 0.0
+    assert line["runtime_ratio_shared_frontend"] == line["runtime_ratio"]
+    assert line["runtime_ratio_frontend_per_model"] == line["runtime_ratio"]
+
+
 def test_denoise_needs_background_recordings(demo_corpus, tmp_path):
     from mtl_edge.features.waveform import WaveformConfig
     from mtl_edge.train.run import train_run
@@ -121,6 +144,7 @@ def test_denoise_needs_background_recordings(demo_corpus, tmp_path):
     corpus = tmp_path / "c"
     corpus.mkdir()
     (corpus / "audio").symlink_to(demo_corpus / "audio")
+    (corpus / "tasks.json").symlink_to(demo_corpus / "tasks.json")
     lines = (demo_corpus / "manifest.csv").read_text().splitlines()
     kind = lines[0].split(",").index("kind")
     (corpus / "manifest.csv").write_text("\n".join([lines[0], *(l for l in lines[1:] if l.split(",")[kind] != "silence")]) + "\n")

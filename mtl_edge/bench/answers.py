@@ -32,11 +32,14 @@ RMS_LIMITS = {"fp32": 1e-4, "fp16": 1e-2, "int8-dynamic": 1e-1, "int8": 1e-1}
 
 
 class DesktopAnswers:
-    def __init__(self, export: Path, manifest: dict):
+    """``rows``: the test rows the device was sent (sorted; None: every row)."""
+
+    def __init__(self, export: Path, manifest: dict, rows: np.ndarray | None = None):
         self.export = export
         self.manifest = manifest
         self.testset_path = export / manifest.get("testset", "testset.npz")
         self.testset = load_testset(self.testset_path)
+        self.rows = rows
         self.thresholds = resolve_thresholds(manifest.get("thresholds"))
         self._cache: dict[str, dict[str, np.ndarray] | None] = {}
 
@@ -49,10 +52,19 @@ class DesktopAnswers:
         if entry["sha256"] not in self._cache:
             try:
                 inputs = testset_inputs(self.testset_path, input_name(self.manifest, entry))
+                inputs = inputs if self.rows is None else inputs[self.rows]
                 self._cache[entry["sha256"]] = load_format(entry["format"], self.export / entry["path"]).run(inputs)
             except (Unsupported, MtlEdgeError):
                 self._cache[entry["sha256"]] = None  # no local runtime for this format: only the accuracy is checked
         return self._cache[entry["sha256"]]
+
+    def _positions(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Where ``task``'s test rows are among the rows sent, and their labels."""
+        t = self.testset.tasks[task]
+        if self.rows is None:
+            return t.rows, t.labels
+        kept = np.isin(t.rows, self.rows)
+        return np.searchsorted(self.rows, t.rows[kept]), t.labels[kept]
 
     def compare(self, entries: list[dict], predictions: dict) -> dict:
         """Flat fields: answers_agreement_<task>, answers_accuracy_<task> (classification), answers_rel_rms_<task>
@@ -70,12 +82,16 @@ class DesktopAnswers:
                     fields[f"answers_agreement_{task}" if classification else f"answers_rel_rms_{task}"] = None
                     continue
                 answers = np.asarray(device[task], dtype=np.int64 if classification else np.float64)
-                if answers.shape[0] != len(self.testset):
+                sent = len(self.testset) if self.rows is None else len(self.rows)
+                if answers.shape[0] != sent:
                     raise MtlEdgeError(f"{entry['path']}: the device returned {answers.shape[0]} answers for "
-                                       f"{len(self.testset)} test rows")
-                t = self.testset.tasks[task]
-                mine = answers[t.rows]
-                ours = None if desktop is None or task not in desktop else np.asarray(desktop[task])[t.rows]
+                                       f"{sent} test rows")
+                at, labels = self._positions(task)
+                if len(at) == 0:  # none of the task's clips among the rows sent
+                    fields[f"answers_agreement_{task}" if classification else f"answers_rel_rms_{task}"] = None
+                    continue
+                mine = answers[at]
+                ours = None if desktop is None or task not in desktop else np.asarray(desktop[task])[at]
                 if not classification:  # the device sends each row's values flattened
                     if ours is not None and mine.size == ours.size:
                         mine = mine.reshape(ours.shape)
@@ -85,7 +101,7 @@ class DesktopAnswers:
                         checked = True
                         rms_failed = rms_failed or not rms <= rms_limit
                     continue
-                acc = agree.accuracy(mine, t.labels)
+                acc = agree.accuracy(mine, labels)
                 fields[f"answers_accuracy_{task}"] = None if acc is None else round(acc, 4)
                 if ours is not None:
                     agreement = agree.agreement(mine, agree.top1(ours))

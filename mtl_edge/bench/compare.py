@@ -102,9 +102,15 @@ def compare_record(multi: dict, singles: list[dict], coresident: dict | None, mu
 
 def measure_frontend(session: Session, manifest: dict, clip_paths: list[str], min_runs: int, min_secs: float,
               max_secs: float, log: Callable) -> dict | None:
-    """The front-end (log-mel summary of one clip) measured once in its own process; None when it cannot be."""
+    """The front-end (log-mel summary of one clip) measured once in its own process; None when it cannot be.
+
+    Models that read the raw waveform have no front-end: it costs nothing on either side, so the
+    front-end ratios equal the model-only ones."""
     import sys
 
+    if (manifest.get("feature_config") or {}).get("kind") == "waveform":
+        log("front-end: none (the models read the raw waveform)")
+        return {"p50_ms": 0.0, "delta_rss_mb": 0.0, "runs": 0}
     corpus = Path(manifest.get("corpus") or "")
     clips = [str(corpus / p) for p in clip_paths[:8] if (corpus / p).is_file()]
     if session.device.transport != "local" or not clips:

@@ -72,12 +72,24 @@ class BenchConfig:
     compare: str | None = None
     resume: bool = False
     frontend: bool = True
+    answer_rows: int | None = None  # test clips sent to the device (evenly spaced); None: all of them
 
     def settings(self, runtime: str) -> dict:
         """The fields that make two measurements comparable (resume matches on them)."""
         return {"device": self.device.name, "runtime": runtime, "threads": self.threads,
                 "cpu_affinity": self.device.cpu_affinity, "warmup_runs": self.warmup, "min_runs": self.min_runs,
-                "min_secs": float(self.min_secs), "max_secs": float(self.max_secs)}
+                "min_secs": float(self.min_secs), "max_secs": float(self.max_secs),
+                **({"answer_rows": self.answer_rows} if self.answer_rows else {})}
+
+
+def answer_subset(n_rows: int, wanted: int | None) -> np.ndarray | None:
+    """``wanted`` evenly spaced test rows (sorted), or None for all of them: an emulated device runs a
+    WaveNet clip a hundred times slower, so its answer check takes a sample of the test split."""
+    if wanted is None or wanted >= n_rows:
+        return None
+    if wanted < 1:
+        raise MtlEdgeError(f"answer rows must be at least 1, not {wanted}")
+    return np.unique(np.linspace(0, n_rows - 1, wanted).round().astype(np.int64))
 
 
 def _settings_match(line: dict, key: dict) -> bool:
@@ -118,7 +130,8 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
           compare: str | None = None, results=None, resume: bool = False, min_runs: int = DEFAULT_MIN_RUNS,
           min_secs: float = DEFAULT_MIN_SECS, max_secs: float = DEFAULT_MAX_SECS, warmup: int = DEFAULT_WARMUP,
           timeout: float | None = None, frontend: bool = True, progress: bool = True, answers: bool = True,
-          allow_disagreement: bool = False, listeners: list[Listener] | None = None) -> BenchResult:
+          allow_disagreement: bool = False, listeners: list[Listener] | None = None,
+          answer_rows: int | None = None) -> BenchResult:
     """Benchmark the artefacts of ``export_dir`` on ``device``; see the module docstring.
 
     ``runtime``: "onnxruntime", "litert", "torch" or several comma-separated (default: the device profile's);
@@ -129,6 +142,8 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
     (``mtl_edge.bench.answers``) and, unless ``allow_disagreement``, fail at the end when an artefact
     answers differently on the device (its timings are still written, marked ``disagrees``).
     ``listeners``: more receivers of every record besides the results files (console table, CSV).
+    ``answer_rows``: send only this many test clips (evenly spaced over the test split) to the device,
+    for its timed runs and its answer check (recorded in every line; default: the whole split).
     Raises MtlEdgeError naming the artefact and step for a missing or tampered artefact, a runtime
     that is not installed, a runner that crashes or hangs; lines already written are kept.
     """
@@ -148,10 +163,12 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
                       precisions=_precision_list(precisions),
                       results_dir=Path(results) if results is not None else export / "bench", threads=threads,
                       warmup=warmup, min_runs=min_runs, min_secs=min_secs, max_secs=max_secs, timeout=timeout,
-                      compare=compare, resume=resume, frontend=frontend)
+                      compare=compare, resume=resume, frontend=frontend, answer_rows=answer_rows)
     testset_path = export / manifest.get("testset", "testset.npz")
     if not testset_path.is_file():
         raise MtlEdgeError(f"{export}: no {testset_path.name}; benchmark inputs come from the export's test clips")
+    with np.load(testset_path, allow_pickle=False) as ts:
+        rows = answer_subset(len(ts["matrix_rows"]), answer_rows)
 
     def log(msg: str) -> None:
         if progress:
@@ -163,11 +180,11 @@ def bench(export_dir, device: str | Path = "desktop", runtime=None, threads: int
     if answers:
         from mtl_edge.bench.answers import DesktopAnswers
 
-        checker = DesktopAnswers(export, manifest)
+        checker = DesktopAnswers(export, manifest, rows)
     sinks = [JsonLines(), *(listeners or [])]
     session = Session(dev, export, timeout, log)
     try:
-        out = _Bench(cfg, session, manifest, testset_path, checker, sinks, log).run()
+        out = _Bench(cfg, session, manifest, testset_path, checker, sinks, log, rows).run()
     finally:
         session.transport.close()
         for sink in sinks:
@@ -187,8 +204,9 @@ class _Bench:
     """One bench call: every runtime, precision and artefact of ``cfg``, records to the listeners."""
 
     def __init__(self, cfg: BenchConfig, session: Session, manifest: dict, testset_path: Path, checker,
-                 sinks: list[Listener], log: Callable):
+                 sinks: list[Listener], log: Callable, rows: np.ndarray | None = None):
         self.cfg, self.session, self.manifest, self.testset_path = cfg, session, manifest, testset_path
+        self.rows = rows
         self.checker, self.sinks, self.log = checker, sinks, log
         env = session.transport.environment()
         self.env = {("device_missing" if k == "missing" else k): v for k, v in env.items() if k != "machine"}
@@ -200,7 +218,8 @@ class _Bench:
     def _inputs(self, name: str) -> str:
         """The test clips as input ``name`` takes them, sent to the device once per bench call."""
         if name not in self._sent_inputs:
-            self._sent_inputs[name] = self.session.inputs(testset_inputs(self.testset_path, name), name)
+            inputs = testset_inputs(self.testset_path, name)
+            self._sent_inputs[name] = self.session.inputs(inputs if self.rows is None else inputs[self.rows], name)
         return self._sent_inputs[name]
 
     def _emit(self, results_file: Path, record: Measurement | Compare) -> None:

@@ -36,7 +36,7 @@ class Measurement(_Line):
 
     kind: ClassVar[str] = "measurement"
     _spliced: ClassVar[tuple[str, ...]] = ("stats", "environment", "load", "answers")
-    _optional: ClassVar[tuple[str, ...]] = ("members", "thread_pool")
+    _optional: ClassVar[tuple[str, ...]] = ("members", "thread_pool", "answer_rows")
 
     time: str
     device: str
@@ -82,6 +82,7 @@ class Measurement(_Line):
     members: list[dict] | None = None  # co-resident: each artefact's own init / first / p50 / p90
     answers: dict = field(default_factory=dict)  # answers_* fields (``bench.answers``)
     latencies_ms: list[float] = field(default_factory=list)
+    answer_rows: int | None = None  # the test clips sent (bench --answer-rows); None: the whole test split
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Compare(_Line):
 
     kind: ClassVar[str] = "compare"
     _spliced: ClassVar[tuple[str, ...]] = ("accuracy",)
+    _optional: ClassVar[tuple[str, ...]] = ("answer_rows",)
 
     time: str
     device: str
@@ -140,3 +142,4 @@ class Compare(_Line):
     min_runs: int
     min_secs: float
     max_secs: float
+    answer_rows: int | None = None  # as the measurements'

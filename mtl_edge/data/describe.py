@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -37,18 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from mtl_edge.data.activity import ACTIVITY_COLUMN, frame_span, parse_activity  # noqa: F401 (parse_activity: re-exported)
 from mtl_edge.data.audio import BAD_AUDIO_POLICIES, Audio, load_or_skip
 from mtl_edge.data.manifest import MANIFEST_NAME, SPLITS, Manifest, Row, is_split, order_splits, read_manifest
 from mtl_edge.errors import ManifestError
 
-ACTIVITY_COLUMN = "activity"
 FRAME_S = 0.010  # labelled-frame hop
 SNR_FRAME = 320  # 20 ms at 16 kHz: the SNR estimator's energy frame
 SNR_ENERGY_FLOOR = 1e-10  # -100 dBFS: digital silence is floored here instead of giving log(0)
 DECIMALS = 4
 MAX_DUPLICATE_EXAMPLES = 10
 
-_SEGMENT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*-\s*(\d+(?:\.\d*)?|\.\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -82,31 +80,14 @@ def estimate_snr_db(samples: np.ndarray, frame: int = SNR_FRAME) -> float:
     return float(10.0 * np.log10(energy[-k:].mean() / energy[:k].mean()))
 
 
-def parse_activity(text: str) -> list[tuple[float, float]]:
-    """``"0.1-0.5;1.2-2"`` -> ``[(0.1, 0.5), (1.2, 2.0)]``; empty text -> no segments; ValueError otherwise."""
-    segments = []
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        match = _SEGMENT.match(part)
-        if match is None:
-            raise ValueError(f"bad activity segment {part.strip()!r} (expected start-end in seconds, e.g. 0.25-1.5)")
-        start, end = float(match.group(1)), float(match.group(2))
-        if end < start:
-            raise ValueError(f"activity segment {part.strip()!r} ends before it starts")
-        segments.append((start, end))
-    return segments
-
-
 def count_labelled_frames(segments: list[tuple[float, float]], duration_s: float | None = None) -> int:
     """10 ms frames whose centre lies in a segment (overlaps counted once; cut at ``duration_s``)."""
-    per_s = 1.0 / FRAME_S
     spans = []
     for start, end in segments:
         if duration_s is not None:
             end = min(end, duration_s)
         # frame k is inside when start <= (k + 0.5) * FRAME_S < end
-        lo, hi = math.ceil(start * per_s - 0.5), math.ceil(end * per_s - 0.5)
+        lo, hi = frame_span(start, end, FRAME_S)
         if hi > lo:
             spans.append((lo, hi))
     total, reach = 0, -1
@@ -199,7 +180,8 @@ def _describe_task(
 
     label_counts = Counter(r.label for r in rows)
     counts = np.array([label_counts[k] for k in sorted(label_counts)], dtype=np.float64)
-    clips = [stats[r.path] for r in rows]
+    per_clip = list({r.path: r for r in rows}.values())  # a multilabel or frame task has a row per clip and label
+    clips = [stats[r.path] for r in per_clip]
     lengths = np.array([c.duration_s for c in clips])
     snrs = np.array([c.snr_db for c in clips])
     entropy = float(st.entropy(counts, base=2)) if len(counts) else None
@@ -210,14 +192,14 @@ def _describe_task(
             kurtosis = float(st.kurtosis(counts, fisher=True, bias=True))
     labelled = None
     if activity is not None:
-        labelled = sum(
-            count_labelled_frames(activity.get(r.line, []), stats[r.path].duration_s) for r in rows
-        )
+        # once per clip and activity: a tag row repeats its clip's activity, a frame task's label rows each have their own
+        segments = {(r.path, tuple(activity.get(r.line, []))) for r in rows}
+        labelled = sum(count_labelled_frames(list(seg), stats[path].duration_s) for path, seg in segments)
     channels = Counter(c.channels for c in clips)
     return {
-        "clips": len(rows),
+        "clips": len(per_clip),
         "labels": len(label_counts),
-        "type_token_ratio": _round(len(label_counts) / len(rows) if rows else None),
+        "type_token_ratio": _round(len(label_counts) / len(per_clip) if per_clip else None),
         "label_entropy_bits": _round(entropy),
         "label_kurtosis_excess": _round(kurtosis),
         "label_counts": {k: label_counts[k] for k in sorted(label_counts)},
@@ -232,7 +214,7 @@ def _describe_task(
         },
         "snr_db_mean": _round(snrs.mean() if len(snrs) else None),
         "snr_db_median": _round(float(np.median(snrs)) if len(snrs) else None),
-        "clips_per_split": _per_split(r.split for r in rows),
+        "clips_per_split": _per_split(r.split for r in per_clip),
     }
 
 

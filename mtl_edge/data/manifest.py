@@ -1,7 +1,9 @@
 """The corpus manifest: ``manifest.csv`` with one row per clip per task.
 
 Required columns are ``path,task,label,split``; any other column is kept as-is. Paths are
-relative to the corpus folder. Every problem is reported with the manifest line it is on.
+relative to the corpus folder. A classification task has one row per clip; a task that
+``tasks.json`` declares ``multilabel`` or ``frame`` (``mtl_edge.data.task_kinds``) has one row per
+clip and label (a frame task's rows carry the label's ``activity``). Every problem is reported with the manifest line it is on.
 Splits are ``train``, ``validation`` and ``test``, plus any further held-out test split named
 ``test_<what>`` (``EXTRA_TEST_SPLIT``).
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtl_edge import atomic
+from mtl_edge.data.activity import ACTIVITY_COLUMN, frame_span, parse_activity
+from mtl_edge.data.task_kinds import CLASSIFICATION, MULTI_ROW_KINDS, TASKS_NAME, TaskKind, read_task_kinds, write_task_kinds
 from mtl_edge.errors import ManifestError
 
 MANIFEST_NAME = "manifest.csv"
@@ -55,6 +59,10 @@ class Manifest:
     root: Path
     rows: list[Row]
     extra_columns: tuple[str, ...] = ()
+    kinds: dict[str, TaskKind] = field(default_factory=dict)  # tasks.json's declarations (absent: classification)
+
+    def kind(self, task: str) -> TaskKind:
+        return self.kinds.get(task, CLASSIFICATION)
 
     @property
     def tasks(self) -> list[str]:
@@ -106,13 +114,16 @@ class Manifest:
         return buf.getvalue()
 
     def write(self, folder: str | Path | None = None) -> Path:
-        """Write ``manifest.csv`` atomically into ``folder`` (default: the corpus root)."""
+        """Write ``manifest.csv`` (and ``tasks.json`` when the manifest declares kinds) atomically into ``folder``
+        (default: the corpus root)."""
         target = Path(folder or self.root) / MANIFEST_NAME
+        if self.kinds:
+            write_task_kinds(target.parent, self.kinds)
         atomic.write_text(target, self.to_csv())
         return target
 
 
-def make_manifest(root: str | Path, rows: list[Row]) -> Manifest:
+def make_manifest(root: str | Path, rows: list[Row], kinds: dict[str, TaskKind] | None = None) -> Manifest:
     """Build a manifest in memory, validated exactly as a file read from disk would be."""
     extra: list[str] = []
     for r in rows:
@@ -123,7 +134,7 @@ def make_manifest(root: str | Path, rows: list[Row]) -> Manifest:
     numbered = [
         Row(r.path.strip(), r.task.strip(), r.label.strip(), r.split.strip(), r.extra, i + 2) for i, r in enumerate(rows)
     ]
-    manifest = Manifest(Path(root), numbered, tuple(extra))
+    manifest = Manifest(Path(root), numbered, tuple(extra), dict(kinds or {}))
     _validate(manifest, Path(root) / MANIFEST_NAME)
     return manifest
 
@@ -138,14 +149,16 @@ def read_manifest(corpus: str | Path, check_files: bool = True) -> Manifest:
         text = path.read_text(encoding="utf-8-sig")  # tolerate the BOM of Excel's "CSV UTF-8"
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    manifest = parse_manifest(text, root=path.parent, source=str(path))
+    manifest = parse_manifest(text, root=path.parent, source=str(path), kinds=read_task_kinds(path.parent))
     if check_files:
         manifest.check_files()
     return manifest
 
 
-def parse_manifest(text: str, root: str | Path, source: str = MANIFEST_NAME) -> Manifest:
-    """Parse manifest CSV text; every malformed row raises a ManifestError naming its line."""
+def parse_manifest(text: str, root: str | Path, source: str = MANIFEST_NAME,
+                   kinds: dict[str, TaskKind] | None = None) -> Manifest:
+    """Parse manifest CSV text (``kinds``: the corpus's ``tasks.json``); every malformed row raises a
+    ManifestError naming its line."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     try:
         header = next(reader)
@@ -179,7 +192,7 @@ def parse_manifest(text: str, root: str | Path, source: str = MANIFEST_NAME) -> 
             )
     except csv.Error as exc:
         raise ManifestError(f"{source} line {reader.line_num}: malformed CSV ({exc})") from None
-    manifest = Manifest(Path(root), rows, extra_columns)
+    manifest = Manifest(Path(root), rows, extra_columns, dict(kinds or {}))
     _validate(manifest, source)
     return manifest
 
@@ -199,9 +212,13 @@ def _validate(manifest: Manifest, source) -> None:
                                 "or test_<name> for a further held-out test split)")
         if Path(r.path).is_absolute() or ".." in Path(r.path).parts:
             raise ManifestError(f"{where}: path {r.path!r} must be relative to the corpus folder")
-        key = (r.path, r.task)
+        multi_row = manifest.kind(r.task).kind in MULTI_ROW_KINDS
+        key = (r.path, r.task, r.label if multi_row else "")
         if key in seen:
-            raise ManifestError(f"{where}: duplicated path {r.path} for task {r.task!r} (first on line {seen[key]})")
+            what = f"label {r.label!r} of task {r.task!r}" if multi_row else f"task {r.task!r}"
+            hint = "" if multi_row else (f" (a clip with several labels of one task needs the task declared multilabel "
+                                         f"in {TASKS_NAME})")
+            raise ManifestError(f"{where}: duplicated path {r.path} for {what} (first on line {seen[key]}){hint}")
         seen[key] = r.line
         first = split_of.setdefault(r.path, (r.split, r.line))
         if first[0] != r.split:
@@ -209,6 +226,7 @@ def _validate(manifest: Manifest, source) -> None:
                 f"{where}: {r.path} is in split {r.split!r} here but {first[0]!r} on line {first[1]}; "
                 "a clip has one split for all its tasks"
             )
+    _validate_kinds(manifest, source)
     counts: dict[str, Counter] = defaultdict(Counter)
     first_line: dict[tuple[str, str], int] = {}
     for r in manifest.rows:
@@ -222,3 +240,43 @@ def _validate(manifest: Manifest, source) -> None:
                     SingleExampleLabelWarning,
                     stacklevel=3,
                 )
+
+
+def _validate_kinds(manifest: Manifest, source) -> None:
+    """Declared tasks have rows; frame rows have a well-formed ``activity`` within the frame grid; a
+    multilabel task has the same label set in train, validation and test (a tag the model never
+    trains on, or one it trains on and is never scored on, is a corpus error, not a metric)."""
+    tasks = set(manifest.tasks)
+    for task, kind in manifest.kinds.items():
+        if task not in tasks:
+            raise ManifestError(f"{manifest.root / TASKS_NAME}: declares task {task!r}, which has no manifest rows")
+        if kind.kind == "frame" and ACTIVITY_COLUMN not in manifest.extra_columns:
+            first = next(r for r in manifest.rows if r.task == task)
+            raise ManifestError(f"{source} line {first.line}: task {task!r} is a frame task but the manifest has no "
+                                f"{ACTIVITY_COLUMN!r} column (segments start-end;start-end in seconds per row)")
+    by_split: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in manifest.rows:
+        kind = manifest.kind(r.task)
+        if kind.kind == "multilabel":
+            by_split[r.task][r.split].add(r.label)
+        if kind.kind != "frame":
+            continue
+        where = f"{source} line {r.line}"
+        try:
+            segments = parse_activity(r.extra.get(ACTIVITY_COLUMN, ""))
+        except ValueError as exc:
+            raise ManifestError(f"{where}: {ACTIVITY_COLUMN} of {r.path} for task {r.task!r}: {exc}") from None
+        for start, end in segments:
+            if frame_span(start, end, kind.hop_s)[1] > kind.frames:
+                raise ManifestError(f"{where}: {ACTIVITY_COLUMN} segment {start:g}-{end:g} of {r.path} ends after the "
+                                    f"{kind.frames} frames of {kind.hop_ms:g} ms that {TASKS_NAME} declares for {r.task!r}")
+    for task, splits in by_split.items():
+        train = splits.get("train", set())
+        for split in order_splits(splits):
+            labels = splits[split]
+            missing, extra = sorted(train - labels), sorted(labels - train)
+            if extra or (split in SPLITS and missing):
+                parts = ([f"{split} lacks {', '.join(missing)}"] if missing and split in SPLITS else []) + \
+                        ([f"{split} has {', '.join(extra)}, which train lacks"] if extra else [])
+                raise ManifestError(f"{source}: the label set of multilabel task {task!r} differs between splits: "
+                                    f"{'; '.join(parts)}")

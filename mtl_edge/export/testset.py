@@ -8,6 +8,7 @@
 - ``tasks``: str [T], the task order;
 - ``rows__<task>``: int64, the test rows (indices into ``features``) of the task's samples;
 - ``labels__<task>``: int64, the label id of each of those samples (-1: a label the model does not know);
+  float32 0/1 targets for a multilabel task ([n, labels]) or a frame task ([n, frames, labels]);
 - ``label_names__<task>``: str, the label names (id = index).
 
 - with ``--end-to-end``, or for a model that takes waveforms: ``waveforms`` (float32 [N, samples], the
@@ -39,7 +40,7 @@ CALIBRATION_SEED = 0
 @dataclass
 class TaskTest:
     rows: np.ndarray  # indices into TestSet.features
-    labels: np.ndarray  # label ids (-1 = unknown to the model)
+    labels: np.ndarray  # label ids (-1 = unknown to the model); 0/1 targets of multilabel and frame tasks
     label_names: list[str]
 
 
@@ -74,7 +75,8 @@ def build_testset(data, clip_paths: list[str] | None = None, split: str = "test"
         if len(t.rows[split]) == 0:
             raise MtlEdgeError(f"task {name!r} has no {split} examples in {data.corpus}; nothing to verify it on")
         tasks[name] = TaskTest(np.array([position[int(r)] for r in t.rows[split]], dtype=np.int64),
-                               np.asarray(t.targets[split], dtype=np.int64), list(t.labels))
+                               np.asarray(t.dense_targets(split), dtype=np.int64 if t.dense is None else np.float32),
+                               list(t.labels))
     inputs = np.ascontiguousarray(data.inputs[used], dtype=np.float32)
     paths = [clip_paths[int(r)] for r in used]
     if data.input_kind == "waveform":

@@ -6,6 +6,10 @@ difference. An artefact fails when its outputs are not the model's tasks in orde
 agreement is below the precision's threshold, or when an int8 artefact loses more than
 ``accuracy_drop`` accuracy against the float32 PyTorch model.
 
+A multilabel or frame task (its test set labels are 0/1 targets, not ids) is checked per element:
+agreement is the share of yes/no answers (logit > 0) equal to PyTorch's, accuracy the share equal to
+the targets; the thresholds are the same.
+
 A task without labels (a reconstruction head: its test set entry has no label names) has no top-1:
 its output is checked by the RMS of the difference relative to the RMS of PyTorch's output, at most
 ``rms_<precision>`` (1e-4 at fp32).
@@ -18,6 +22,7 @@ import numpy as np
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.runtimes.agreement import accuracy as _accuracy
 from mtl_edge.runtimes.agreement import agreement as _agreement
+from mtl_edge.runtimes.agreement import decision_accuracy, decisions
 from mtl_edge.runtimes.agreement import relative_rms
 from mtl_edge.runtimes.agreement import top1
 
@@ -51,9 +56,15 @@ def compare(outputs: dict[str, np.ndarray], output_order: list[str], reference: 
                               "error": "no output of this name"}
             continue
         got = np.asarray(outputs[task], dtype=np.float32)[tt.rows]
-        pred, ref_pred = top1(got), top1(ref)
-        entry = {"n": int(len(tt.rows)), "agreement": _agreement(pred, ref_pred),
-                 "accuracy": _accuracy(pred, tt.labels), "torch_accuracy": _accuracy(ref_pred, tt.labels),
+        if tt.labels.ndim > 1:  # multilabel / frame: a yes/no answer per element
+            answer, score = decisions, decision_accuracy
+        else:
+            answer, score = top1, _accuracy
+        pred = answer(got) if got.shape == ref.shape else np.zeros(ref.shape[:1], dtype=bool)
+        ref_pred = answer(ref)
+        entry = {"n": int(len(tt.rows)), "agreement": _agreement(pred, ref_pred) if pred.shape == ref_pred.shape else 0.0,
+                 "accuracy": score(pred, tt.labels) if pred.shape == ref_pred.shape else None,
+                 "torch_accuracy": score(ref_pred, tt.labels),
                  "max_abs_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else None}
         if got.shape != ref.shape:
             entry["error"] = f"shape {list(got.shape[1:])} != {list(ref.shape[1:])} (labels of {task!r})"

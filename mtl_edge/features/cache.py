@@ -72,9 +72,14 @@ def _manifest_file(corpus: Path) -> Path:
 
 
 def corpus_fingerprint(root: Path, manifest_bytes: bytes, paths: list[str]) -> str:
-    """Hash of the manifest and each audio file's size and mtime_ns (a missing file counts too)."""
+    """Hash of the manifest, the task kinds (``tasks.json``, where the corpus has one: corpora without it
+    keep their fingerprint) and each audio file's size and mtime_ns (a missing file counts too)."""
+    from mtl_edge.data.task_kinds import TASKS_NAME
+
     h = hashlib.sha256()
     h.update(manifest_bytes)
+    if (root / TASKS_NAME).is_file():
+        h.update(b"\0" + TASKS_NAME.encode() + b"\0" + (root / TASKS_NAME).read_bytes())
     for rel in paths:
         try:
             st = os.stat(root / rel)

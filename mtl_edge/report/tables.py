@@ -52,9 +52,10 @@ def render_metrics(metrics: dict, console=None) -> None:
     console.print(table)
     for task in others:
         entry = metrics["tasks"][task]
-        sides = [f"{side} " + ", ".join(f"{k} {v:.4g}" for k, v in entry[side].items() if isinstance(v, (int, float)))
-                 for side in ("single", "multi") if side in entry]
-        console.print(f"{task} ({entry.get('kind', 'reconstruction')}): {'; '.join(sides)}", highlight=False)
+        for name, part in [(task, entry), *((f"  {task} ({s})", entry[s]) for s in _extra_splits(entry))]:
+            sides = [f"{side} " + ", ".join(f"{k} {v:.4g}" for k, v in part[side].items() if isinstance(v, (int, float)))
+                     for side in ("single", "multi") if side in part]
+            console.print(f"{name} ({entry.get('kind', 'reconstruction')}): {'; '.join(sides)}", highlight=False)
 
 
 def render_table(report: dict[str, Any]) -> None:

@@ -35,10 +35,11 @@ DEFAULT_EVERY = 10  # steps between measurements: ~ the cost of (tasks + 1) forw
 class AffinityProbe:
     """A ``fit`` probe accumulating TAG lookahead affinities and gradient cosines (see the module docstring)."""
 
-    def __init__(self, tasks: list[str], specs: dict, lr: float, every: int = DEFAULT_EVERY):
+    def __init__(self, tasks: list[str], specs: dict, lr: float, every: int = DEFAULT_EVERY, dense: dict | None = None):
+        """``dense``: the target tables of multilabel and frame tasks (task -> tensor; ``TaskRows.dense``)."""
         if every < 1:
             raise MtlEdgeError("--every must be at least 1")
-        self.tasks, self.specs, self.lr, self.every = list(tasks), specs, lr, every
+        self.tasks, self.specs, self.lr, self.every, self.dense = list(tasks), specs, lr, every, dense
         n = len(tasks)
         self.sums = {"tag": [[0.0] * n for _ in range(n)], "cosine": [[0.0] * n for _ in range(n)]}
         self.counts = [[0] * n for _ in range(n)]
@@ -55,7 +56,7 @@ class AffinityProbe:
         model.eval()
         shared = model.shared_parameters()
         try:
-            losses = batch_losses(model, x, batch_tasks, targets, self.tasks, None, self.specs)
+            losses = batch_losses(model, x, batch_tasks, targets, self.tasks, None, self.specs, self.dense)
             present = [t for t in self.tasks if t in losses]
             grads = {t: torch.autograd.grad(losses[t], shared, retain_graph=True, allow_unused=True) for t in present}
             grads = {t: [torch.zeros_like(p) if g is None else g for p, g in zip(shared, gs)] for t, gs in grads.items()}
@@ -66,7 +67,7 @@ class AffinityProbe:
                 for i in present:
                     for p, g in zip(shared, grads[i]):
                         p.sub_(self.lr * g)
-                    after = batch_losses(model, x, batch_tasks, targets, self.tasks, None, self.specs)
+                    after = batch_losses(model, x, batch_tasks, targets, self.tasks, None, self.specs, self.dense)
                     for p, original in zip(shared, saved):
                         p.copy_(original)
                     a = self.tasks.index(i)
@@ -146,7 +147,8 @@ def measure_affinity(corpus: str | Path, tasks: list[str], out: str | Path, cfg:
     data = load_task_data(settings["corpus"], tasks, config_from_json(settings["features"]), cache_dir=cache_dir,
                           workers=feature_workers)
     torch.set_num_threads(1)  # small DNN: one thread is the fastest and keeps the run repeatable
-    probe = AffinityProbe(tasks, data.specs, cfg.lr, every)
+    probe = AffinityProbe(tasks, data.specs, cfg.lr, every,
+                          {t: torch.from_numpy(r.dense) for t, r in data.tasks.items() if r.dense is not None})
     from mtl_edge.progress import progress_bar
 
     with progress_bar() as progress:

@@ -130,14 +130,67 @@ def check_folder(out: Path, config: dict) -> None:
         raise MtlEdgeError(f"{out} exists and is not a sweep folder; choose another --out")
 
 
+PROBE_STEPS = 3  # optimizer steps timed by ``timed_costs`` (after one untimed step)
+
+
+class _StepClock:
+    """A ``fit`` probe that only notes when each optimizer step starts (it changes nothing it sees)."""
+
+    def __init__(self):
+        self.starts: list[float] = []
+
+    def __call__(self, step, model, x, batch_tasks, targets) -> None:
+        import time
+
+        self.starts.append(time.perf_counter())
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+def timed_costs(corpus: str | Path, tasks: list[str], cfg: TrainConfig, input_config, cache_dir=None) -> dict[str, float]:
+    """Seconds per optimizer step, per validation and to load the data, timed on this machine by a
+    short ``fit`` of ``tasks`` (into a folder that is removed): the documented constants are the DNN's,
+    and a model like the WaveNet costs a thousand times more per step."""
+    import tempfile
+    import time
+
+    import torch
+
+    from mtl_edge.train.data import load_training_data
+    from mtl_edge.train.trainer import fit
+
+    torch.set_num_threads(1)  # as run_job trains
+    started = time.perf_counter()
+    data = load_training_data(corpus, tasks, cfg, input_config, cache_dir=cache_dir, workers=1, progress=False)
+    loaded = time.perf_counter()
+    clock = _StepClock()
+    probe_cfg = replace(cfg, steps=PROBE_STEPS + 1, batches_per_epoch=PROBE_STEPS + 1)
+    with tempfile.TemporaryDirectory(prefix=".mtl-edge-estimate-") as folder:
+        fit(data, probe_cfg, folder, probe=clock)
+    ended = time.perf_counter()
+    steps = [b - a for a, b in zip(clock.starts[1:], clock.starts[2:])]
+    step = sorted(steps)[len(steps) // 2] if steps else (ended - loaded) / (PROBE_STEPS + 1)
+    # after the last step starts: that step, one validation and the checkpoint
+    validation = max(0.0, ended - clock.starts[-1] - step) if clock.starts else 0.0
+    return {"load_s": loaded - started, "step_s": step, "validation_s": validation}
+
+
 def estimate(todo: list[RunSpec], cfg: TrainConfig, workers: int, finished: list[dict],
-             train_samples: dict[str, int]) -> tuple[float, str]:
+             train_samples: dict[str, int], timed: dict[str, float] | None = None) -> tuple[float, str]:
     """Seconds to train ``todo`` and where the number comes from: the mean wall time of this sweep's
-    finished runs (all train the same steps), else the documented constants above (epochs from the
-    manifest's training rows)."""
+    finished runs (all train the same steps), else ``timed`` costs (``timed_costs``), else the
+    documented constants above (epochs from the manifest's training rows)."""
     times = [s["wall_s"] for s in finished if s.get("status") == "done" and s.get("wall_s")]
     if times:
         total, source = len(todo) * sum(times) / len(times), f"mean of {len(times)} finished run(s) of this sweep"
+    elif timed:
+        total = 0.0
+        for spec in todo:  # validations: one per epoch, and the test split at the end
+            batches = max(1, -(-sum(train_samples[t] for t in spec.tasks) // cfg.batch_size))
+            total += timed["load_s"] + cfg.steps * timed["step_s"] + (cfg.epochs_for(batches) + 1) * timed["validation_s"]
+        source = (f"timed here on the largest run: {timed['step_s']:.2f} s per step, {timed['validation_s']:.1f} s per "
+                  f"validation, {timed['load_s']:.1f} s to load; smaller runs cost less")
     else:
         scale = (max(cfg.hidden) / 512) ** 2 * cfg.batch_size / 64
         total = 0.0
@@ -252,8 +305,14 @@ def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: Train
     config, runs, train_samples = resolve(corpus, tasks, combos, seeds, cfg, feature_overrides, cache_dir, sources)
     check_folder(out, config)
     done = [r for r in runs if is_done(r.folder(out))]
-    seconds, source = estimate([r for r in runs if r not in done], cfg, workers, [read_status(r.folder(out)) for r in done],
-                               train_samples)
+    todo = [r for r in runs if r not in done]
+    timed = None
+    if cfg.model != "dnn" and todo and not done:  # the documented constants are the DNN's
+        from mtl_edge.features.inputs import config_from_json
+
+        largest = max(todo, key=lambda r: len(r.tasks))
+        timed = timed_costs(corpus, list(largest.tasks), cfg, config_from_json(config["features"]), cache_dir)
+    seconds, source = estimate(todo, cfg, workers, [read_status(r.folder(out)) for r in done], train_samples, timed)
     return Plan(config, runs, done, seconds, source)
 
 

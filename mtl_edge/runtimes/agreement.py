@@ -1,4 +1,7 @@
-"""Top-1 agreement, accuracy and relative RMS error: the one implementation export and bench share."""
+"""Top-1 agreement, accuracy and relative RMS error: the one implementation export and bench share.
+
+Multilabel and frame outputs answer yes or no per element (``decisions``): their agreement and
+accuracy are over elements (every tag of every sample, every frame and label)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,17 @@ def accuracy(pred, labels) -> float | None:
     pred, labels = np.asarray(pred), np.asarray(labels)
     known = labels >= 0
     return float(np.mean(pred[known] == labels[known])) if known.any() else None
+
+
+def decisions(logits) -> np.ndarray:
+    """The yes/no answers of multilabel and frame outputs (sigmoid > 0.5, i.e. logit > 0), one per element."""
+    return np.asarray(logits) > 0
+
+
+def decision_accuracy(pred, targets) -> float | None:
+    """The share of elements whose answer equals the 0/1 target; None without targets."""
+    pred, targets = np.asarray(pred), np.asarray(targets) > 0.5
+    return float(np.mean(pred == targets)) if targets.size else None
 
 
 def relative_rms(got, reference) -> float:

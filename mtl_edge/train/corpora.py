@@ -15,7 +15,7 @@ one-corpus run, recorded exactly as ``--corpus C --tasks a,b`` would record it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,7 @@ def merge_task_data(parts: list, tasks: list[str]):
     """One TaskData of several corpora's: input matrices stacked (rows of part k shifted by the rows
     before it), every task keeping its own rows, targets and splits; a split some corpus lacks is
     empty for its tasks; clip paths become absolute (they name their corpus)."""
-    from mtl_edge.train.data import TaskData, TaskRows
+    from mtl_edge.train.data import TaskData
 
     first = parts[0]
     for part in parts[1:]:
@@ -194,8 +194,9 @@ def merge_task_data(parts: list, tasks: list[str]):
     for part in parts:
         for name, rows in part.tasks.items():
             empty = np.zeros(0, dtype=np.int64)
-            merged[name] = TaskRows(rows.labels, {s: rows.rows.get(s, empty) + offset for s in splits},
-                                    {s: rows.targets.get(s, empty) for s in splits}, rows.spec)
+            # targets stay: label ids, or rows of the task's own dense table (multilabel, frame)
+            merged[name] = replace(rows, rows={s: rows.rows.get(s, empty) + offset for s in splits},
+                                   targets={s: rows.targets.get(s, empty) for s in splits})
         backgrounds.append(part.background_rows + offset)
         root = Path(part.corpus).resolve()
         paths += [str(root / p) for p in part.paths]

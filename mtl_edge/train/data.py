@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from mtl_edge.data.manifest import read_manifest
+from mtl_edge.data.task_kinds import MULTI_ROW_KINDS
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.tasks import TaskSpec, corpus_task_spec, is_self_supervised, self_supervised_spec
+from mtl_edge.train.targets import multi_row_targets
 
 
 @dataclass
@@ -24,10 +26,15 @@ class TaskRows:
     rows: dict[str, np.ndarray]  # split -> input-matrix row of each sample (train, validation, test, extra test splits)
     targets: dict[str, np.ndarray]  # split -> label id of each sample (-1: unknown label, or no label)
     spec: TaskSpec | None = None
+    dense: np.ndarray | None = None  # multilabel / frame tasks: targets are ids of rows of this table (train.targets)
 
     def __post_init__(self) -> None:
         if self.spec is None:
             self.spec = corpus_task_spec("", self.labels)
+
+    def dense_targets(self, split: str) -> np.ndarray:
+        """The targets of ``split`` as the losses and metrics take them: label ids, or rows of ``dense``."""
+        return self.targets[split] if self.dense is None else self.dense[self.targets[split]]
 
 
 @dataclass
@@ -126,12 +133,14 @@ def exclude_instances(data: "TaskData", exclude: dict[str, list[str]]) -> "TaskD
     tasks = dict(data.tasks)
     for task, names in present.items():
         rows = tasks[task]
+        if rows.dense is not None:
+            raise MtlEdgeError(f"--exclude applies to classification tasks; {task!r} is a {rows.spec.kind} task")
         ids = [rows.labels.index(n) for n in names]
         keep = ~np.isin(rows.targets["train"], ids)
         if not keep.any():
             raise MtlEdgeError(f"--exclude leaves task {task!r} without training examples")
         tasks[task] = TaskRows(rows.labels, {**rows.rows, "train": rows.rows["train"][keep]},
-                               {**rows.targets, "train": rows.targets["train"][keep]}, rows.spec)
+                               {**rows.targets, "train": rows.targets["train"][keep]}, rows.spec, rows.dense)
     return TaskData(data.corpus, data.inputs, data.feature_config, tasks, data.paths, data.background_rows)
 
 
@@ -175,18 +184,23 @@ def load_task_data(corpus: str | Path, tasks: list[str], feature_config=None, ca
             continue
         task_rows = [r for r in manifest.rows_for(task) if r.path in index]  # bad audio skipped by policy
         names = labels[task] if labels else sorted({r.label for r in task_rows})
-        label_id = {name: i for i, name in enumerate(names)}
-        rows, targets = {}, {}
-        for split in manifest.splits:
-            chosen = [r for r in task_rows if r.split == split]
-            rows[split] = np.array([index[r.path] for r in chosen], dtype=np.int64)
-            targets[split] = np.array([label_id.get(r.label, -1) for r in chosen], dtype=np.int64)
+        kind, dense = manifest.kind(task), None
+        if kind.kind in MULTI_ROW_KINDS:  # one sample per clip, its target a row of a table (train.targets)
+            rows, targets, dense = multi_row_targets(manifest, task, task_rows, index, list(names))
+        else:
+            label_id = {name: i for i, name in enumerate(names)}
+            rows, targets = {}, {}
+            for split in manifest.splits:
+                chosen = [r for r in task_rows if r.split == split]
+                rows[split] = np.array([index[r.path] for r in chosen], dtype=np.int64)
+                targets[split] = np.array([label_id.get(r.label, -1) for r in chosen], dtype=np.int64)
         if labels is None:
             if len(rows["train"]) == 0:
                 raise MtlEdgeError(f"task {task!r} has no training examples in {corpus}")
-            if len(names) < 2:
+            if len(names) < 2 and kind.kind != "frame":  # a frame task's one label is active or not per frame
                 raise MtlEdgeError(f"task {task!r} has a single label ({names[0]!r}): nothing to learn")
-        out[task] = TaskRows(list(names), rows, targets, corpus_task_spec(task, list(names)))
+        out[task] = TaskRows(list(names), rows, targets, corpus_task_spec(task, list(names), kind.kind, kind.spec_options()),
+                             dense)
     inputs = np.array(table.features, dtype=np.float32, order="C", copy=True)  # in memory, writable
     paths = list(table.paths)
     from mtl_edge.data.backgrounds import background_rels
@@ -235,6 +249,8 @@ def apply_budget(data: TaskData, label_fraction: float = 1.0, unlabeled_seconds:
         rng = np.random.default_rng([seed, 7, zlib.crc32(name.encode())])  # per task: a baseline draws the same
         train, targets = rows.rows["train"], rows.targets["train"]
         if rows.labels and label_fraction < 1.0:
+            if rows.dense is not None:
+                raise MtlEdgeError(f"--label-fraction applies to classification tasks; {name!r} is a {rows.spec.kind} task")
             keep = []
             for label_id in range(len(rows.labels)):
                 members = np.flatnonzero(targets == label_id)
@@ -254,7 +270,7 @@ def apply_budget(data: TaskData, label_fraction: float = 1.0, unlabeled_seconds:
             tasks[name] = rows
             continue
         tasks[name] = TaskRows(rows.labels, {**rows.rows, "train": train[chosen]}, {**rows.targets, "train": targets[chosen]},
-                               rows.spec)
+                               rows.spec, rows.dense)
     return TaskData(data.corpus, data.inputs, data.feature_config, tasks, data.paths, data.background_rows)
 
 

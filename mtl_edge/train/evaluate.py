@@ -58,7 +58,7 @@ def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]
             raise MtlEdgeError(f"{corpus} has no {split!r} split (it has: {', '.join(manifest.splits)})")
         targets, idx = rows.targets[split], rows.rows[split]
         if not specs[task].needs_labels:  # self-supervised: scored against the inputs, no label space
-            out[task] = {"metrics": task_metrics(specs[task], logits[task][idx], targets, data.inputs[idx]),
+            out[task] = {"kind": specs[task].kind, "metrics": task_metrics(specs[task], logits[task][idx], targets, data.inputs[idx]),
                          "samples": int(len(idx)), "unseen_samples": 0, "unseen_labels": {}}
             continue
         corpus_labels = set(manifest.labels(task))
@@ -69,12 +69,17 @@ def evaluate_checkpoint(path: Path, corpus: Path, split: str) -> dict[str, dict]
             )
         if len(idx) == 0:  # e.g. speaker in test_unseen_speakers: listed by evaluate_run as without examples
             continue
+        if rows.dense is not None:  # multilabel / frame: tags or frames the checkpoint does not know add nothing
+            unseen_names = Counter(r.label for r in manifest.rows_for(task) if r.split == split and r.label not in labels[task])
+            out[task] = {"kind": specs[task].kind, "metrics": task_metrics(specs[task], logits[task][idx], rows.dense_targets(split)),
+                         "samples": int(len(idx)), "unseen_samples": 0, "unseen_labels": dict(sorted(unseen_names.items()))}
+            continue
         seen = targets >= 0
         unseen_names = Counter(r.label for r in manifest.rows_for(task) if r.split == split and r.label not in labels[task])
         task_logits = logits[task][idx]
         metrics = classification_metrics(targets[seen], task_logits[seen]) if seen.any() else {}
         metrics["accuracy_all"] = float((task_logits.argmax(1) == targets).mean())  # unseen labels count as errors
-        out[task] = {"metrics": metrics, "samples": int(len(idx)), "unseen_samples": int((~seen).sum()),
+        out[task] = {"kind": specs[task].kind, "metrics": metrics, "samples": int(len(idx)), "unseen_samples": int((~seen).sum()),
                      "unseen_labels": dict(sorted(unseen_names.items()))}
     return out
 
@@ -94,7 +99,8 @@ def evaluate_run(run: str | Path, corpus: str | Path, split: str = "test") -> di
     for name, path in checkpoints.items():
         side = "multi" if name == "multi" else "single"
         for task, result in evaluate_checkpoint(path, corpus, split).items():
-            entry = report["tasks"].setdefault(task, {"samples": result["samples"], "unseen_samples": result["unseen_samples"],
+            entry = report["tasks"].setdefault(task, {"kind": result["kind"], "samples": result["samples"],
+                                                      "unseen_samples": result["unseen_samples"],
                                                       "unseen_labels": result["unseen_labels"]})
             entry[side] = result["metrics"]
     report["tasks_without_examples"] = [t for t in present if t not in report["tasks"]]

@@ -13,6 +13,8 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 METRICS = ("accuracy", "macro_f1", "micro_f1", "roc_auc", "map_at_3")
+MULTILABEL_METRICS = ("map", "map_at_3", "micro_f1", "macro_f1")
+FRAME_METRICS = ("frame_f1", "error_rate", "segment_f1")
 RECONSTRUCTION_METRICS = ("loss", "mse", "relative_rmse")
 
 
@@ -50,6 +52,37 @@ def map_at_k(y_true: np.ndarray, logits: np.ndarray, k: int = 3) -> float:
     return float(np.where(rank <= k, 1.0 / rank, 0.0).mean())
 
 
+def multilabel_metrics(targets: np.ndarray, logits: np.ndarray) -> dict[str, float | None]:
+    """mAP (scikit-learn's average precision per label, averaged over the labels with a positive),
+    MAP@3 (Kaggle's: sum over the top 3 guesses of precision at k where the k-th is a true tag, over
+    min(tags, 3); 1 / rank for one tag, so FSDKaggle2018's single-label MAP@3 is the same number),
+    micro- and macro-F1 of the decisions sigmoid > 0.5 (logit > 0; macro over labels with a positive)."""
+    from sklearn.metrics import average_precision_score
+
+    y, logits = np.asarray(targets) > 0.5, np.asarray(logits, dtype=np.float64)
+    present = np.flatnonzero(y.any(axis=0))
+    aps = [average_precision_score(y[:, k], logits[:, k]) for k in present]
+    return {
+        "map": float(np.mean(aps)) if aps else None,
+        "map_at_3": multilabel_map_at_k(y, logits, 3),
+        "micro_f1": float(f1_score(y, logits > 0, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y[:, present], logits[:, present] > 0, average="macro", zero_division=0))
+        if len(present) else None,
+    }
+
+
+def multilabel_map_at_k(y: np.ndarray, logits: np.ndarray, k: int = 3) -> float:
+    """Mean over samples with a tag of sum_{i <= k} precision@i * [guess i is a tag] / min(tags, k)."""
+    keep = y.any(axis=1)
+    if not keep.any():
+        return 0.0
+    y, logits = y[keep], logits[keep]
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    hits = np.take_along_axis(y, top, axis=1).astype(np.float64)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    return float(((precision * hits).sum(axis=1) / np.minimum(y.sum(axis=1), k)).mean())
+
+
 def reconstruction_metrics(spec, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """The task's own loss (mean per sample), mean squared error and RMS error relative to the target's RMS."""
     import torch
@@ -63,12 +96,19 @@ def reconstruction_metrics(spec, outputs: np.ndarray, targets: np.ndarray) -> di
 
 
 def task_metrics(spec, outputs: np.ndarray, targets: np.ndarray, inputs: np.ndarray | None = None) -> dict:
-    """Metrics of one task: ``targets`` are label ids for labelled kinds; a task whose target is the
-    input (reconstruction) is scored against ``inputs``."""
+    """Metrics of one task: ``targets`` are label ids (classification), 0/1 tags [N, labels]
+    (multilabel) or 0/1 frames [N, frames, labels] (frame); a task whose target is the input
+    (reconstruction) is scored against ``inputs``."""
     from mtl_edge.errors import MtlEdgeError
 
     if spec.kind == "classification":
         return classification_metrics(targets, outputs)
+    if spec.kind == "multilabel":
+        return multilabel_metrics(targets, outputs)
+    if spec.kind == "frame":
+        from mtl_edge.train.frame_metrics import frame_metrics
+
+        return frame_metrics(spec, outputs, targets)
     if spec.kind == "reconstruction":
         if inputs is None:
             raise MtlEdgeError(f"task {spec.name!r}: reconstruction metrics need the inputs")
@@ -78,5 +118,6 @@ def task_metrics(spec, outputs: np.ndarray, targets: np.ndarray, inputs: np.ndar
 
 def delta(multi: dict, single: dict) -> dict[str, float | None]:
     """multi - single per metric (None where either is undefined)."""
-    keys = [k for k in dict.fromkeys([*multi, *single]) if k in METRICS or k in RECONSTRUCTION_METRICS] or list(METRICS)
+    known = {*METRICS, *RECONSTRUCTION_METRICS, *MULTILABEL_METRICS, *FRAME_METRICS}
+    keys = [k for k in dict.fromkeys([*multi, *single]) if k in known] or list(METRICS)
     return {k: (None if multi.get(k) is None or single.get(k) is None else multi[k] - single[k]) for k in keys}

@@ -150,10 +150,29 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class SharedDNN(MultiTaskModel):
-    """Georgiev et al. 2017: a feed-forward trunk shared by all tasks, one linear output layer per task."""
+class FrameHead(nn.Module):
+    """A frame task's head on a clip embedding: one linear layer to ``frames x labels`` logits, as [N, frames, labels].
 
-    def __init__(self, input_dim: int, tasks: dict[str, int], hidden: tuple[int, ...] = (256, 256, 256), dropout: float = 0.2):
+    Why this shape: it keeps the one shared trunk of the summary-feature DNN (the frame head is one
+    more linear output layer); what the trunk knows of *where* in the clip a sound is comes from the
+    summary vector (its K segment statistics, over the active region or, with ``align_db`` off, the
+    whole clip), so its frame resolution is learnt, not measured."""
+
+    def __init__(self, width: int, frames: int, labels: int):
+        super().__init__()
+        self.frames, self.labels = int(frames), int(labels)
+        self.linear = nn.Linear(width, self.frames * self.labels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h).reshape(-1, self.frames, self.labels)
+
+
+class SharedDNN(MultiTaskModel):
+    """Georgiev et al. 2017: a feed-forward trunk shared by all tasks, one linear output layer per task
+    (a frame task's outputs per frame: ``FrameHead``)."""
+
+    def __init__(self, input_dim: int, tasks: dict[str, int], hidden: tuple[int, ...] = (256, 256, 256), dropout: float = 0.2,
+                 frames: dict[str, int] | None = None):
         super().__init__()
         if not tasks:
             raise MtlEdgeError("a model needs at least one task")
@@ -165,7 +184,9 @@ class SharedDNN(MultiTaskModel):
             layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
             width = size
         self.trunk = nn.Sequential(*layers)
-        self.heads = nn.ModuleDict({task: nn.Linear(width, n) for task, n in tasks.items()})
+        frames = frames or {}
+        self.heads = nn.ModuleDict({task: FrameHead(width, frames[task], n) if task in frames else nn.Linear(width, n)
+                                    for task, n in tasks.items()})
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.trunk.parameters())
@@ -179,17 +200,24 @@ class SharedDNN(MultiTaskModel):
 
 def _dnn_args(input_dim, specs, cfg=None) -> dict:
     hidden = list(cfg.hidden) if cfg is not None else [128, 128, 128]
+    frames = {t: s.frames for t, s in specs.items() if s.kind == "frame"}
     return {"input_dim": int(input_dim), "tasks": {t: s.outputs for t, s in specs.items()}, "hidden": hidden,
-            "dropout": cfg.dropout if cfg is not None else 0.2}
+            "dropout": cfg.dropout if cfg is not None else 0.2,
+            **({"frames": frames} if frames else {})}  # build args of models without frame heads stay as they were
 
 
-@register_model("dnn", input_kind="features", task_kinds=("classification",), build_args=_dnn_args,
+@register_model("dnn", input_kind="features", task_kinds=("classification", "multilabel", "frame"), build_args=_dnn_args,
                 tiny_args=lambda input_dim, specs: _dnn_args(input_dim, specs), tiny_input_dim=24)
-def dnn(input_dim: int, tasks: dict[str, int], hidden: list[int] | tuple[int, ...] = (256, 256, 256), dropout: float = 0.2) -> SharedDNN:
+def dnn(input_dim: int, tasks: dict[str, int], hidden: list[int] | tuple[int, ...] = (256, 256, 256), dropout: float = 0.2,
+        frames: dict[str, int] | None = None) -> SharedDNN:
     hidden = tuple(int(h) for h in hidden)
     if len(hidden) != 3 or len(set(hidden)) != 1 or hidden[0] not in (128, 256, 512):
         raise MtlEdgeError(f"the dnn model has 3 hidden layers of equal width 128, 256 or 512, not {list(hidden)}")
-    return SharedDNN(int(input_dim), {str(k): int(v) for k, v in tasks.items()}, hidden, float(dropout))
+    unknown = sorted(set(frames or {}) - set(tasks))
+    if unknown:
+        raise MtlEdgeError(f"the dnn model has frame heads for tasks it does not have: {', '.join(unknown)}")
+    return SharedDNN(int(input_dim), {str(k): int(v) for k, v in tasks.items()}, hidden, float(dropout),
+                     {str(k): int(v) for k, v in (frames or {}).items()})
 
 
 # The other model families register themselves in their own modules (imported here, after the registry exists).

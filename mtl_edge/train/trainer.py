@@ -150,7 +150,8 @@ def predict(model: nn.Module, features: np.ndarray, batch: int | None = None, ta
 
 
 def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
-                 tasks: list[str], mix: tuple[float, torch.Tensor] | None = None, specs: dict | None = None) -> dict[str, torch.Tensor]:
+                 tasks: list[str], mix: tuple[float, torch.Tensor] | None = None, specs: dict | None = None,
+                 dense: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Per-task losses of a mixed batch: the trunk runs once, each head sees only its own samples.
 
     A task's loss is the sum of its samples' losses (the spec's loss; cross-entropy for
@@ -158,17 +159,18 @@ def batch_losses(model: nn.Module, x: torch.Tensor, batch_tasks: torch.Tensor, t
     batch's samples. ``mix = (lam, partner)`` applies mixup: sample i is blended with sample
     ``partner[i]`` (of the same task) and its loss is ``lam * L(y_i) + (1 - lam) * L(y_partner)``; a
     task whose target is the input rebuilds the blended input. The model's ``training_view`` of ``x``
-    (e.g. a random crop) comes first.
+    (e.g. a random crop) comes first. ``dense``: task -> target table of the multilabel and frame tasks,
+    whose ``targets`` are row ids of it (``TaskRows.dense``).
     """
     x = _training_view(model, x)
     if mix is not None:
         lam, partner = mix
         x = lam * x + (1 - lam) * x[partner]
         mix = (lam, targets[partner])
-    return _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, len(x))
+    return _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, len(x), dense)
 
 
-def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator: int) -> dict[str, torch.Tensor]:
+def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator: int, dense=None) -> dict[str, torch.Tensor]:
     """``batch_losses`` on an already blended ``x``; ``mix = (lam, partner targets)``; each task's
     summed loss divided by ``denominator`` (the whole batch's size when ``x`` is a chunk of it)."""
     from mtl_edge.tasks import corpus_task_spec
@@ -181,13 +183,16 @@ def _mixed_losses(model, x, batch_tasks, targets, tasks, mix, specs, denominator
     for task, mask in masks.items():
         spec, out = specs[task], outputs[task]
         loss_fn = spec.loss_fn()
+        if spec.kind in ("multilabel", "frame") and (dense is None or task not in dense):
+            raise MtlEdgeError(f"task {task!r}: a {spec.kind} task's losses need its target table (dense=)")
+        lookup = (lambda ids: dense[task][ids]) if spec.kind in ("multilabel", "frame") else (lambda ids: ids)
         if spec.target == "input":
             loss = loss_fn(out, x[mask])
         else:
-            loss = loss_fn(out, targets[mask])
+            loss = loss_fn(out, lookup(targets[mask]))
             if mix is not None:
                 lam, partner_targets = mix
-                loss = lam * loss + (1 - lam) * loss_fn(out, partner_targets[mask])
+                loss = lam * loss + (1 - lam) * loss_fn(out, lookup(partner_targets[mask]))
         losses[task] = loss / denominator
     return losses
 
@@ -234,7 +239,7 @@ def epoch_batches(sample_tasks: torch.Tensor, n_tasks: int, cfg: TrainConfig, ba
 
 
 def chunked_backward(model: nn.Module, weighting, x: torch.Tensor, batch_tasks: torch.Tensor, targets: torch.Tensor,
-                     tasks: list[str], mix, specs, chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                     tasks: list[str], mix, specs, chunk: int, dense=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The gradient of one batch, accumulated over chunks of ``chunk`` samples (for a weighting that is
     a fixed sum of the task losses, the same gradient as the whole batch at once).
 
@@ -252,7 +257,7 @@ def chunked_backward(model: nn.Module, weighting, x: torch.Tensor, batch_tasks: 
     for start in range(0, len(x), chunk):
         part = slice(start, start + chunk)
         losses = _mixed_losses(model, x[part], batch_tasks[part], targets[part], tasks,
-                               None if mix is None else (mix[0], mix[1][part]), specs, len(x))
+                               None if mix is None else (mix[0], mix[1][part]), specs, len(x), dense)
         weighting.combine(losses, counts).backward()
         for task, value in losses.items():
             totals[task] = totals.get(task, 0.0) + value.detach()
@@ -317,7 +322,7 @@ def split_metrics(model: nn.Module, data: TaskData, split: str, metrics=None, ta
         if len(idx) == 0:
             continue
         at = np.searchsorted(needed, idx)
-        out[task] = metrics(rows.spec, outputs[task][at], rows.targets[split], data.inputs[idx])
+        out[task] = metrics(rows.spec, outputs[task][at], rows.dense_targets(split), data.inputs[idx])
     return out
 
 
@@ -396,6 +401,7 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
 
     x_all = torch.from_numpy(data.inputs)
     rows_t, tasks_t, targets_t = (torch.from_numpy(a) for a in (train_rows, train_tasks, train_targets))
+    dense = {t: torch.from_numpy(r.dense) for t, r in data.tasks.items() if r.dense is not None}
     n = len(rows_t)
     shared = model.shared_parameters()
     # clips per forward/backward pass: the model's own (a conv trunk's activations are large), when
@@ -422,9 +428,9 @@ def fit(data: TaskData, cfg: TrainConfig, folder: str | Path, *, resume: bool = 
             optimizer.zero_grad(set_to_none=True)
             if chunk and len(idx) > chunk:
                 total, losses = chunked_backward(model, weighting, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks,
-                                                 mix, specs, chunk)
+                                                 mix, specs, chunk, dense)
             else:
-                losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs)
+                losses = batch_losses(model, x_all[rows_t[idx]], batch_tasks, targets_t[idx], tasks, mix, specs, dense)
                 counts = {task: int((batch_tasks == i).sum()) for i, task in enumerate(tasks)}
                 total = weighting.backward(losses, shared, counts)
             if not torch.isfinite(total):

@@ -20,6 +20,7 @@ from mtl_edge.data.adapters import esc50, folders, fsdkaggle2018, librispeech, r
 from mtl_edge.data.adapters.base import LAYOUTS, Chopped, Clip, LayoutWarning, Plan, hash_split, register_layout
 from mtl_edge.data.audio import BAD_AUDIO_POLICIES, TARGET_RATE, AudioError, audio_info, load_or_skip, write_wav
 from mtl_edge.data.manifest import SPLITS, Manifest, Row, make_manifest, order_splits
+from mtl_edge.data.task_kinds import CLASSIFICATION
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.progress import progress_bar
 
@@ -101,7 +102,8 @@ def import_corpus(
         if not rows:
             raise MtlEdgeError(f"{src}: every audio file was unusable; nothing to import")
         rows.sort(key=lambda r: (r.path, r.task))
-        manifest = make_manifest(dst, rows)
+        # every imported corpus declares its tasks' kinds (all of today's layouts: one label per clip and task)
+        manifest = make_manifest(dst, rows, {t: CLASSIFICATION for t in sorted({r.task for r in rows})})
         manifest.write(tmp)
     return ImportResult(layout, dst, manifest, skipped, plan.notes)
 

@@ -24,9 +24,20 @@ from mtl_edge import atomic
 from mtl_edge.data.demo import sources
 from mtl_edge.data.demo.variants import DEFAULT_INSTRUMENTS, EVENT_SCENES, check_variant, seed_key, variant_sources
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
+from mtl_edge.data.task_kinds import TaskKind
 from mtl_edge.errors import MtlEdgeError
 
 RECIPE_VERSION = 4  # bump when rendering changes, so cached corpora are rebuilt
+# bump when the manifest's rows change but the audio does not: a corpus of an older manifest is rebuilt
+# too (re-rendered: identical audio, the new rows). 2: tasks tagging and event_activity, tasks.json
+MANIFEST_VERSION = 2
+CLIP_SECONDS = 1.0
+# Tasks beyond one label per clip (tasks.json): a clip's tags (its foreground's class and its
+# background's source) and its foreground's activity per 10 ms frame
+TASK_KINDS = {"tagging": TaskKind("multilabel"),
+              "event_activity": TaskKind("frame", hop_ms=10.0, frames=int(round(CLIP_SECONDS * 100)), segment_ms=100.0)}
+# (segments of 100 ms: DCASE's 1 s segments would make the segment-based metrics clip-level on 1 s clips)
+FOREGROUND = "foreground"  # event_activity's one label
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
                  "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
@@ -255,7 +266,8 @@ def _existing_matches(folder: Path, config: DemoConfig) -> dict | None:
         info = json.loads(_settings_path(folder).read_text())
     except (OSError, ValueError):
         return None
-    if info.get("config") == config.to_json() and (folder / MANIFEST_NAME).is_file():
+    if info.get("config") == config.to_json() and info.get("manifest_version", 1) == MANIFEST_VERSION \
+            and (folder / MANIFEST_NAME).is_file():
         return info
     return None
 
@@ -312,12 +324,13 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
                      "activity": clip.activity, "sha256": clip.sha256}
             for task_name, label in spec["labels"].items():
                 rows.append(Row(spec["path"], task_name, label, spec["split"], extra))
-        manifest = make_manifest(tmp, rows)
+            rows += _multi_rows(spec, extra)
+        manifest = make_manifest(tmp, rows, TASK_KINDS)
         manifest.write(tmp)
         seconds = time.perf_counter() - started
         per_task = dict(sorted(Counter(r.task for r in rows).items()))
         atomic.write_json(_settings_path(tmp), {
-            "config": config.to_json(), "clips": len(specs), "rows": len(rows), "per_task": per_task,
+            "config": config.to_json(), "manifest_version": MANIFEST_VERSION, "clips": len(specs), "rows": len(rows), "per_task": per_task,
             "build_seconds": round(seconds, 2), "workers": workers, "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "speakers": {k: v[:2] for k, v in speakers.items()},
             "unseen_speakers": unseen_speakers(config, speakers),
@@ -337,6 +350,21 @@ def source_files(variant: str) -> list[str]:
     files += [f for label, srcs in src.events.items() for f in sources.require_files(srcs, f"'{label}' sound events")]
     files += sources.require_files(src.music, "recorded music") + sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")
     return sorted({str(f.relative_to(root)) for f in files})
+
+
+def clip_tags(spec: dict) -> list[str]:
+    """A clip's tags: its foreground's class (``speech``, the instrument, the event, ``music``; a
+    background-only clip has none) and its background's source."""
+    foreground = {"speech": "speech", "instrument": spec["labels"].get("instrument"), "event": spec.get("label"),
+                  "music": "music", "silence": None}[spec["kind"]]
+    return [t for t in (foreground, sources.BACKGROUND_TAGS[spec["scene"]]) if t]
+
+
+def _multi_rows(spec: dict, extra: dict) -> list[Row]:
+    """The clip's rows of the multi-row tasks: one per tag, and its foreground activity (empty for a
+    background-only clip: every frame inactive)."""
+    rows = [Row(spec["path"], "tagging", tag, spec["split"], extra) for tag in clip_tags(spec)]
+    return rows + [Row(spec["path"], "event_activity", FOREGROUND, spec["split"], extra)]
 
 
 def _check_no_cross_split_duplicates(specs: list[dict], rendered: dict) -> None:

@@ -45,6 +45,13 @@ SCENE_BACKGROUNDS: dict[str, list[Source]] = {
     ],
 }
 
+# The tag of each scene's background source (task ``tagging``): one source per scene, so a clip's
+# background tag names its scene (the tagging task holds the scene task's information).
+BACKGROUND_TAGS: dict[str, str] = {"office": "keyboard", "crowded_hall": "crowd", "windy_outdoors": "wind",
+                                   "riverside": "water", "fireside": "fire",
+                                   # the other corpus's scenes (variant other)
+                                   "lava_cave": "lava", "stadium": "crowd", "mine_cart": "cart"}
+
 # Foreground sound events (short real recordings).
 EVENTS: dict[str, list[Source]] = {
     "door": [Source("minetest-data", (f"{MINETEST}/doors/sounds/*.ogg", f"{MINETEST}/xpanes/sounds/*.ogg"))],
