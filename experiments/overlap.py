@@ -211,6 +211,8 @@ def keep(sweep: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     config = json.loads((sweep / "sweep.json").read_text())
     config["corpus"] = relative(config["corpus"])
+    for entry in config.get("task_corpora", {}).values():  # a sweep over several corpora (Experiment 4)
+        entry["corpus"] = relative(entry["corpus"])
     (out / "sweep.json").write_text(json.dumps(config, indent=2) + "\n")
     shutil.copy2(sweep / "results.csv", out / "results.csv")
     for run in sorted(sweep.glob("runs/*/seed*")):
@@ -219,6 +221,8 @@ def keep(sweep: Path, out: Path) -> None:
         shutil.copy2(run / "status.json", kept / "status.json")
         metrics = json.loads((run / "metrics.json").read_text())
         metrics["corpus"] = relative(metrics["corpus"])
+        if "task_corpora" in metrics:
+            metrics["task_corpora"] = {t: relative(c) for t, c in metrics["task_corpora"].items()}
         (kept / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 

@@ -17,8 +17,8 @@ from mtl_edge.cli_lazy import lazy_typer
 from mtl_edge.commands import cli_command
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.cli_options import (Augment, AugmentCopies, AugmentTasks, Cache, Corpus, Exclude, HeadLr, Hidden, HopMs,
-                                  LabelFraction, Model, ModelArgs, NMels, OnBadAudio, Recipe, UnlabeledSeconds, WinMs,
-                                  augment_json, check_policy, exclude_of, feature_config, parse_head_lr, recipe_for,
+                                  LabelFraction, Model, ModelArgs, NMels, OnBadAudio, Recipe, TaskCorpus, UnlabeledSeconds,
+                                  WinMs, augment_json, check_policy, exclude_of, feature_config, parse_head_lr, recipe_for,
                                   train_config)
 
 app = typer.Typer(
@@ -72,9 +72,9 @@ def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,600 clips); smaller for tests.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
-    voices: Annotated[str, typer.Option("--voices", help="mbrola (recorded human diphones) or espeak (espeak-ng's own voices).")] = "mbrola",
+    voices: Annotated[Optional[str], typer.Option("--voices", help="mbrola (recorded human diphones; the default) or espeak (espeak-ng's own voices; the other variant's only voices).")] = None,
     unseen_speakers: Annotated[int, typer.Option("--unseen-speakers", min=0, help="Voices held out of training, alternately female and male: their speech forms the test_unseen_speakers split.")] = 2,
-    variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene) or overlap (some events in one scene only, others in several; another corpus).")] = "default",
+    variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene), overlap (some events in one scene only, others in several) or other (a second corpus: espeak-ng voices, other recordings, rooms and instruments; no source shared with the default).")] = "default",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a complete corpus with the same settings exists.")] = False,
 ):
@@ -82,6 +82,9 @@ def data_demo(
     from mtl_edge.data.demo.builder import DemoConfig, build_demo
 
     try:
+        from mtl_edge.data.demo.variants import variant_sources
+
+        voices = voices or variant_sources(variant).voices or DemoConfig.voices
         config = DemoConfig(scale=scale, seed=seed, voices=voices, unseen_speakers=unseen_speakers, variant=variant)
         result = build_demo(config, out, workers=workers, force=force)
     except KeyboardInterrupt:  # the corpus is built under a temporary name, removed on the way out
@@ -179,9 +182,9 @@ def data_prepare(
 @app.command("train")
 @cli_command
 def train(
-    corpus: Corpus,
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks, e.g. kws,speaker,scene,instrument.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks, e.g. kws,speaker,scene,instrument; TASK@CORPUS reads that task from another corpus (e.g. kws@data/demo,gender@data/other).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder, e.g. runs/NAME.")],
+    corpus: TaskCorpus = None,
     single: Annotated[bool, typer.Option("--single", help="Also train one single-task baseline per task (same config and seed).")] = False,
     model: Model = "dnn",
     hidden: Hidden = "512,512,512",
@@ -211,9 +214,10 @@ def train(
 ):
     """Train the shared multi-task DNN (and with --single the single-task baselines); print the per-task table.
 
-    Features: those `data prepare` last wrote for the corpus, unless feature options are given."""
+    Features: those `data prepare` last wrote for the corpus, unless feature options are given (several
+    corpora: the same config for every one of them, else an error)."""
     from mtl_edge.features.cache import resolve_config
-    from mtl_edge.train.data import parse_tasks
+    from mtl_edge.train.corpora import parse_task_sources
     from mtl_edge.report.tables import render_metrics
     from mtl_edge.train.models import model_entry
     from mtl_edge.train.run import train_run
@@ -229,15 +233,21 @@ def train(
         cfg = replace(cfg, steps=steps)
     if augment or augment_tasks:
         cfg = replace(cfg, augment=augment_json(augment, augment_copies, augment_tasks, seed))
+    sources = parse_task_sources(tasks, corpus)
+    corpus = sources.first_corpus(corpus)
     kind = model_entry(cfg.model).input_kind
     if kind == "features":
-        input_config = feature_config(corpus, cache, n_mels, win_ms, hop_ms)
+        input_config = feature_config(corpus, cache, n_mels, win_ms, hop_ms, sources)
     elif any(v is not None for v in (n_mels, win_ms, hop_ms)):
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: --n-mels, --win-ms and --hop-ms do not apply")
+    elif sources.multi:
+        from mtl_edge.train.corpora import common_input_config
+
+        input_config = common_input_config(sources, kind, cache_dir=cache)
     else:
         input_config = resolve_config(corpus, kind, cache_dir=cache)
-    result = train_run(corpus, parse_tasks(tasks), out, cfg, single=single, resume=resume, input_config=input_config,
-                       cache_dir=cache)
+    result = train_run(corpus, sources.tasks, out, cfg, single=single, resume=resume, input_config=input_config,
+                       cache_dir=cache, sources=sources)
     render_metrics(result.metrics)
     typer.echo(f"run written to {result.folder}")
 
@@ -245,9 +255,9 @@ def train(
 @app.command("sweep")
 @cli_command
 def sweep(
-    corpus: Corpus,
-    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to combine, e.g. kws,speaker,scene.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated tasks to combine, e.g. kws,speaker,scene; TASK@CORPUS reads that task from another corpus.")],
     out: Annotated[Path, typer.Option("--out", help="Sweep folder, e.g. sweeps/NAME (rerun the command to continue it).")],
+    corpus: TaskCorpus = None,
     combos: Annotated[str, typer.Option("--combos", help="Comma-separated: singles, pairs, triples, all (baselines are added).")] = "singles,pairs",
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0..N-1, each combination once per seed.")] = 5,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer steps of every run, no early stopping (default: 2000).")] = None,
@@ -273,21 +283,23 @@ def sweep(
     from dataclasses import replace
 
     from mtl_edge.research import sweep as sweeps
-    from mtl_edge.train.data import parse_tasks
+    from mtl_edge.train.corpora import parse_task_sources
 
     cfg = replace(train_config(model, hidden, 0, weighting, None, model_args, recipe_for(model, recipe),
                                exclude=exclude_of(exclude)),
                   steps=steps or sweeps.DEFAULT_STEPS, **({"lr": lr} if lr is not None else {}))
-    args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache,
+    sources = parse_task_sources(tasks, corpus)
+    corpus = sources.first_corpus(corpus)
+    args = dict(combos=sweeps.parse_combos(combos), seeds=seeds, cache_dir=cache, sources=sources,
                 feature_overrides={"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms})
     if dry_run:
-        plan = sweeps.plan_sweep(corpus, parse_tasks(tasks), out, cfg, workers=workers, **args)
+        plan = sweeps.plan_sweep(corpus, sources.tasks, out, cfg, workers=workers, **args)
         for spec in plan.runs:
             typer.echo(f"{'done' if spec in plan.done else 'todo'}  {spec.label}")
         typer.echo(f"{len(plan.runs)} run(s), {len(plan.done)} done, {cfg.steps} steps each; estimated "
                    f"{plan.seconds / 60:.1f} min with {workers} worker(s) ({plan.source})")
         return
-    result = sweeps.run_sweep(corpus, parse_tasks(tasks), out, cfg, executor=executor, workers=workers, address=address,
+    result = sweeps.run_sweep(corpus, sources.tasks, out, cfg, executor=executor, workers=workers, address=address,
                               **args)
     if result.results:
         from mtl_edge.report.sweep import render_results

@@ -16,6 +16,7 @@ from mtl_edge.errors import MtlEdgeError
 from mtl_edge.features.logmel import FeatureConfig
 
 Corpus = Annotated[Path, typer.Option("--corpus", help="Corpus folder (with manifest.csv).")]
+TaskCorpus = Annotated[Optional[Path], typer.Option("--corpus", help="Corpus folder (with manifest.csv) of every task not written TASK@CORPUS.")]
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
 ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
@@ -49,10 +50,16 @@ HopMs = Annotated[Optional[float], typer.Option("--hop-ms", help=f"Hop in ms ({_
 Cache = Annotated[Optional[Path], typer.Option("--cache", help="Feature cache folder (default: CORPUS/.features).")]
 
 
-def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms) -> FeatureConfig:
+def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms, sources=None) -> FeatureConfig:
+    """The features a command uses; with ``sources`` of several corpora, the one config they must share."""
     from mtl_edge.features.cache import resolve_config
 
-    return resolve_config(corpus, "features", {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}, cache)
+    overrides = {"n_mels": n_mels, "win_ms": win_ms, "hop_ms": hop_ms}
+    if sources is not None and sources.multi:
+        from mtl_edge.train.corpora import common_input_config
+
+        return common_input_config(sources, "features", overrides, cache)
+    return resolve_config(corpus, "features", overrides, cache)
 
 
 Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A paper's training setup: lee2019 (summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), or none.")]

@@ -193,7 +193,14 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
                 raise MtlEdgeError(f"{s.path}: labels of {t!r} differ from another checkpoint of the run")
             labels[t] = list(s.info["labels"][t])
     all_tasks = list(labels)
-    data = load_task_data(corpus, all_tasks, feature_config, labels=labels, workers=workers)
+    from mtl_edge.train.corpora import load_sources, sources_of
+
+    task_sources = sources_of(config.get("task_corpora"), all_tasks)  # several corpora: each task's own test split
+    if task_sources is None:
+        data = load_task_data(corpus, all_tasks, feature_config, labels=labels, workers=workers)
+    else:
+        data = load_sources(task_sources, all_tasks, lambda c, group: load_task_data(
+            c, group, feature_config, labels={t: labels[t] for t in group}, workers=workers))
     input_dim = int(sources[0].info["build_args"]["input_dim"])
     if data.input_dim != input_dim:
         raise MtlEdgeError(f"the corpus gives {data.input_dim} features with the checkpoint's feature config, "
@@ -273,7 +280,9 @@ def export_run(run: str | Path, out: str | Path | None = None, formats=FORMATS, 
             "checkpoint_sha256": identity["checkpoint_sha256"],
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "corpus": str(corpus),
-            "corpus_fingerprint": fingerprint_of(corpus),  # plan refuses gains measured on another corpus
+            # plan refuses gains measured on another corpus (several corpora: the run's combined fingerprint)
+            "corpus_fingerprint": fingerprint_of(corpus) if task_sources is None else config["corpus_fingerprint"],
+            **({"task_corpora": config["task_corpora"]} if task_sources is not None else {}),
             "train": config.get("train"),  # the run's training config: the network's width, for plan
             "tasks": all_tasks,
             "labels": labels,

@@ -90,6 +90,9 @@ def _from_sweep(path: Path, metric: str) -> Scores:
         raise MtlEdgeError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
     config = atomic.read_json(path / "sweep.json", "")
     tasks, seeds = config["tasks"], config["seeds"]
+    if "task_corpora" in config:
+        raise MtlEdgeError(f"{path} trained tasks from several corpora; plan chooses networks for one corpus's tasks "
+                           f"(its costs and checks train on one corpus): plan from a one-corpus sweep")
     if "pairs" not in config.get("combos", []):
         raise MtlEdgeError(f"{path} has no pairs (combos: {', '.join(config.get('combos', []))}); a plan needs a sweep "
                            f"with --combos singles,pairs")

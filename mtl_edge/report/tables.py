@@ -26,9 +26,11 @@ def render_metrics(metrics: dict, console=None) -> None:
 
     console = console or stdout_console()
     has_single = any("single" in e for e in metrics["tasks"].values())
-    table = Table(title=f"test split ({metrics.get('corpus', '')}); indented rows: further held-out test splits")
+    where = (", ".join(f"{t} {v['corpus']}" for t, v in metrics["task_corpora"].items()) if "task_corpora" in metrics
+             else metrics.get("corpus", ""))
+    table = Table(title=f"test split ({where}); indented rows: further held-out test splits")
     if not any(_extra_splits(e) for e in metrics["tasks"].values()):
-        table.title = f"test split ({metrics.get('corpus', '')})"
+        table.title = f"test split ({where})"
     table.add_column("task", no_wrap=True)
     table.add_column("n", justify="right")
     for side in (["single", "multi", "delta"] if has_single else ["multi"]):

@@ -95,10 +95,17 @@ def pair_gains(out: Path, tasks: list[str], seeds: list[int], metric: str) -> tu
     return gains, per_class
 
 
-def task_features(out: Path, corpus: str, tasks: list[str], seeds: list[int]) -> dict[str, dict]:
-    """Per task: dataset features (training rows) and learning-curve features (mean over the seeds'
-    single-task runs; a failed fit in any seed is reported as missing)."""
-    data = feats.dataset_features(corpus, tasks)
+def task_features(out: Path, corpus: str, tasks: list[str], seeds: list[int], task_corpora: dict | None = None
+                  ) -> dict[str, dict]:
+    """Per task: dataset features (training rows; of each task's own corpus when ``task_corpora`` says so)
+    and learning-curve features (mean over the seeds' single-task runs; a failed fit in any seed is
+    reported as missing)."""
+    groups: dict[str, list[str]] = {}
+    for task in tasks:
+        groups.setdefault(task_corpora[task]["corpus"] if task_corpora else corpus, []).append(task)
+    data = {}
+    for where, group in groups.items():
+        data.update(feats.dataset_features(where, group))
     out_features = {}
     for task in tasks:
         per_seed = []
@@ -192,7 +199,7 @@ def analyze(sweep: str | Path, metric: str = "macro_f1") -> Analysis:
     gains, per_class = pair_gains(out, tasks, seeds, metric)
     if not gains:
         raise MtlEdgeError(f"{out}: no pair has both its run and its single-task baseline finished; run the sweep first")
-    per_task = task_features(out, config["corpus"], tasks, seeds)
+    per_task = task_features(out, config["corpus"], tasks, seeds, config.get("task_corpora"))
     pairs = {(g["main"], g["aux"]): feats.pair_features(per_task[g["main"]], per_task[g["aux"]]) for g in gains}
     notes = [f"{t}: learning-curve fit failed ({per_task[t]['curve_fit_error']}); its curve features are missing"
              for t in tasks if per_task[t].get("curve_fit_error")]

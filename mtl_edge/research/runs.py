@@ -47,6 +47,7 @@ class RunJob:
     train: dict  # TrainConfig JSON with this run's seed
     features: dict  # input config JSON
     cache_dir: str | None = None
+    corpora: dict[str, str] | None = None  # task -> corpus, when the sweep's tasks come from several corpora
 
 
 def is_done(folder: Path) -> bool:
@@ -91,13 +92,21 @@ def run_job(job: RunJob, events=None) -> dict:
     status: dict = {"tasks": list(job.spec.tasks), "seed": job.spec.seed, "steps": cfg.steps}
     try:
         (folder / "metrics.json").unlink(missing_ok=True)  # an unfinished run's metrics are not its result
-        data = load_training_data(job.corpus, list(job.spec.tasks), cfg, config_from_json(job.features),
-                                  cache_dir=job.cache_dir, workers=1, progress=False)
+        tasks, features = list(job.spec.tasks), config_from_json(job.features)
+        if job.corpora:  # each task from its own corpus
+            from mtl_edge.train.corpora import TaskSources, load_sources
+
+            sources = TaskSources(tasks, {t: Path(job.corpora[t]) for t in tasks})
+            data = load_sources(sources, tasks, lambda c, group: load_training_data(
+                c, group, cfg, features, cache_dir=job.cache_dir, workers=1, progress=False))
+        else:
+            data = load_training_data(job.corpus, tasks, cfg, features, cache_dir=job.cache_dir, workers=1, progress=False)
         result = fit(data, cfg, folder, resume=True, label=job.spec.label)
         metrics = test_metrics(result.model, data)
         per_class = per_class_f1(result.model, data)
         atomic.write_json(folder / "metrics.json", {
-            "split": "test", "corpus": job.corpus,
+            "split": "test", "corpus": job.corpora[job.spec.tasks[0]] if job.corpora else job.corpus,
+            **({"task_corpora": {t: job.corpora[t] for t in job.spec.tasks}} if job.corpora else {}),
             "tasks": {t: {"kind": data.specs[t].kind, "test": metrics[t], "test_samples": int(len(data.tasks[t].rows["test"])),
                           **({"per_class_f1": per_class[t]} if t in per_class else {})}
                       for t in job.spec.tasks},

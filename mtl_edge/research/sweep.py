@@ -3,7 +3,8 @@
 Layout of ``sweeps/NAME/``:
 
 - ``sweep.json``: the resolved settings (corpus and its fingerprint, tasks, combos, seeds, training
-  and feature config); a folder refuses to be continued with other ones, naming the difference;
+  and feature config; with tasks from several corpora, ``task_corpora``: each task's corpus and
+  fingerprint); a folder refuses to be continued with other ones, naming the difference;
 - ``runs/<tasks joined by '+'>/seed<k>/``: what ``fit`` writes, ``metrics.json`` (test metrics per
   task) and ``status.json`` (done or failed with the error, wall time). A single-task run is the
   baseline of every combination holding that task: it is trained once per (task, seed);
@@ -77,13 +78,23 @@ def plan_runs(tasks: list[str], combos: list[str], seeds: int) -> list[RunSpec]:
 
 
 def sweep_config(corpus: Path, fingerprint: str, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
-                 input_config) -> dict:
-    """The resolved settings a sweep folder is bound to (the seed is the run's, not the config's)."""
+                 input_config, task_corpora: dict | None = None) -> dict:
+    """The resolved settings a sweep folder is bound to (the seed is the run's, not the config's);
+    ``task_corpora`` (task -> corpus and fingerprint) when the tasks come from several corpora."""
     train = cfg.to_json()
     del train["seed"]
     return {"format": SWEEP_FORMAT, "version": 1, "corpus": str(corpus), "corpus_fingerprint": fingerprint,
+            **({"task_corpora": task_corpora} if task_corpora else {}),
             "tasks": tasks, "combos": combos, "seeds": list(range(seeds)), "train": train,
             "features": input_config.to_json()}
+
+
+def _bound(config: dict) -> dict:
+    """What a sweep folder compares: everything but where the corpora are (they may move; their content may not)."""
+    out = {k: v for k, v in config.items() if k != "corpus"}
+    if "task_corpora" in out:
+        out["task_corpora"] = {t: v["fingerprint"] for t, v in out["task_corpora"].items()}
+    return out
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -106,11 +117,13 @@ def check_folder(out: Path, config: dict) -> None:
         previous = atomic.read_json(path, "", "; choose another --out")
         if previous.get("format") != SWEEP_FORMAT:
             raise MtlEdgeError(f"{path} is not a sweep's settings file; choose another --out")
-        diffs = config_differences({k: v for k, v in previous.items() if k != "corpus"},
-                             {k: v for k, v in config.items() if k != "corpus"})
+        diffs = config_differences(_bound(previous), _bound(config))
         if diffs:
-            note = (f" (the sweep was on {previous.get('corpus')}; {config['corpus']} differs in its manifest or audio)"
-                    if any(d.startswith("corpus_fingerprint") for d in diffs) else "")
+            fingerprints = any(d.startswith(("corpus_fingerprint", "task_corpora")) for d in diffs)
+            note = ("" if not fingerprints else
+                    " (a task reads another corpus than the sweep's, or its corpus was rebuilt or edited)"
+                    if "task_corpora" in previous or "task_corpora" in config else
+                    f" (the sweep was on {previous.get('corpus')}; {config['corpus']} differs in its manifest or audio)")
             raise MtlEdgeError(f"{out} holds a sweep with other settings: {'; '.join(diffs)}{note}. "
                                f"Continue it with the same settings, or choose another --out")
     elif out.exists() and any(out.iterdir()):
@@ -222,41 +235,57 @@ def write_results(path: Path, rows: list[dict]) -> None:
 
 
 def resolve(corpus: str | Path, tasks: list[str], combos: list[str], seeds: int, cfg: TrainConfig,
-            feature_overrides: dict | None = None, cache_dir=None) -> tuple[dict, list[RunSpec], dict[str, int]]:
-    """Check the request against the corpus and resolve it into (sweep config, runs, training samples
-    per task), computing nothing."""
+            feature_overrides: dict | None = None, cache_dir=None, sources=None) -> tuple[dict, list[RunSpec], dict[str, int]]:
+    """Check the request against the corpus (each task's own, with ``sources`` of several corpora: one
+    feature config for all of them) and resolve it into (sweep config, runs, training samples per
+    task), computing nothing."""
     from mtl_edge.data.manifest import read_manifest
     from mtl_edge.features.cache import fingerprint_of, resolve_config
     from mtl_edge.features.inputs import input_kind
     from mtl_edge.tasks import is_self_supervised
+    from mtl_edge.train import corpora as multi
     from mtl_edge.train.models import model_entry
 
-    corpus = Path(corpus).resolve()
-    manifest = read_manifest(corpus, check_files=False)
-    unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
-    if unknown:
-        raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
+    sources = sources if sources is not None and sources.multi else None
+    if sources is None:
+        corpus = Path(corpus).resolve()
+        manifest = read_manifest(corpus, check_files=False)
+        unknown = [t for t in tasks if t not in manifest.tasks and not is_self_supervised(t)]
+        if unknown:
+            raise MtlEdgeError(f"unknown task(s) {', '.join(unknown)}: the corpus {corpus} has {', '.join(manifest.tasks)}")
+        of = {t: manifest for t in tasks}
+    else:
+        multi.check_tasks_known(sources)
+        manifests = {c: read_manifest(c, check_files=False) for c in sources.distinct}
+        of = {t: manifests[sources.corpora[t]] for t in tasks}
     if cfg.steps < 1:
         raise MtlEdgeError("a sweep trains every run for the same number of steps: give --steps >= 1")
     from mtl_edge.train.data import check_exclude
 
-    check_exclude(cfg.exclude, {t: manifest.labels(t) if t in manifest.tasks else [] for t in tasks})
+    check_exclude(cfg.exclude, {t: of[t].labels(t) if t in of[t].tasks else [] for t in tasks})
     if seeds < 1:
         raise MtlEdgeError("--seeds must be at least 1")
     kind = model_entry(cfg.model).input_kind
     given = {k: v for k, v in (feature_overrides or {}).items() if v is not None}
     if given and kind != "features":
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input: {', '.join(given)} do not apply")
-    input_config = resolve_config(corpus, kind, given, cache_dir=cache_dir)
+    if sources is None:
+        input_config = resolve_config(corpus, kind, given, cache_dir=cache_dir)
+    else:
+        input_config = multi.common_input_config(sources, kind, given, cache_dir=cache_dir)
     if input_kind(input_config) != kind:
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
-    config = sweep_config(corpus, fingerprint_of(corpus), tasks, combos, seeds, cfg, input_config)
+    if sources is None:
+        config = sweep_config(corpus, fingerprint_of(corpus), tasks, combos, seeds, cfg, input_config)
+    else:
+        task_corpora = multi.fingerprints(sources)
+        config = sweep_config(sources.distinct[0], multi.combined_fingerprint(task_corpora), tasks, combos, seeds, cfg,
+                              input_config, task_corpora)
     runs = plan_runs(tasks, combos, seeds)
     if not runs:
         raise MtlEdgeError(f"combinations {', '.join(combos)} of {len(tasks)} task(s) give no run")
-    train_clips = len({r.path for r in manifest.rows if r.split == "train"})
-    train_samples = {t: sum(r.split == "train" for r in manifest.rows_for(t)) if t in manifest.tasks else train_clips
-                     for t in tasks}
+    train_samples = {t: sum(r.split == "train" for r in of[t].rows_for(t)) if t in of[t].tasks else
+                     len({r.path for r in of[t].rows if r.split == "train"}) for t in tasks}
     return config, runs, train_samples
 
 
@@ -270,10 +299,10 @@ class Plan:
 
 
 def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
-               seeds: int, workers: int = 2, feature_overrides: dict | None = None, cache_dir=None) -> Plan:
+               seeds: int, workers: int = 2, feature_overrides: dict | None = None, cache_dir=None, sources=None) -> Plan:
     """What ``run_sweep`` would train and how long it would take (``--dry-run``); writes nothing."""
     out = Path(out)
-    config, runs, train_samples = resolve(corpus, tasks, combos, seeds, cfg, feature_overrides, cache_dir)
+    config, runs, train_samples = resolve(corpus, tasks, combos, seeds, cfg, feature_overrides, cache_dir, sources)
     check_folder(out, config)
     done = [r for r in runs if is_done(r.folder(out))]
     todo = [r for r in runs if r not in done]
@@ -289,7 +318,7 @@ def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: Train
 
 def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
               seeds: int, executor: str = "local", workers: int = 2, address: str | None = None, feature_overrides: dict | None = None,
-              cache_dir=None, feature_workers: int = 2, console=None) -> SweepResult:
+              cache_dir=None, feature_workers: int = 2, console=None, sources=None) -> SweepResult:
     """Train (or continue) a sweep; see the module docstring for the layout and the rules."""
     from mtl_edge.features.inputs import config_from_json
     from mtl_edge.train.data import load_task_data
@@ -300,18 +329,20 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
         raise MtlEdgeError("--workers must be at least 1")
     EXECUTORS[executor].check(address)
     plan = plan_sweep(corpus, tasks, out, cfg, combos=combos, seeds=seeds, workers=workers,
-                      feature_overrides=feature_overrides, cache_dir=cache_dir)
+                      feature_overrides=feature_overrides, cache_dir=cache_dir, sources=sources)
     out, config, runs = Path(out), plan.config, plan.runs
+    corpora = {t: v["corpus"] for t, v in config["task_corpora"].items()} if "task_corpora" in config else None
     # validates every task's labels and builds the feature cache once, before any worker reads it
-    load_task_data(config["corpus"], tasks, config_from_json(config["features"]), cache_dir=cache_dir,
-                   workers=feature_workers)
+    for where, group in ({c: [t for t in tasks if corpora[t] == c] for c in dict.fromkeys(corpora.values())}.items()
+                         if corpora else [(config["corpus"], tasks)]):
+        load_task_data(where, group, config_from_json(config["features"]), cache_dir=cache_dir, workers=feature_workers)
     if json_or_empty(out / "sweep.json") != config:  # written once (again only where the corpus moved)
         atomic.write_json(out / "sweep.json", config, sort_keys=False)
 
     result = SweepResult(out, runs, skipped=plan.done)
     todo = [r for r in runs if r not in plan.done]
     jobs = [RunJob(r, str(r.folder(out)), config["corpus"], replace(cfg, seed=r.seed).to_json(), config["features"],
-                   None if cache_dir is None else str(cache_dir)) for r in todo]
+                   None if cache_dir is None else str(cache_dir), corpora) for r in todo]
     board = Board(runs, plan.done, workers, plan.seconds)
 
     def on_finish(spec: RunSpec, status: dict) -> None:

@@ -89,6 +89,8 @@ def parse_tasks(text: str) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
     if not tasks:
         raise MtlEdgeError("no task given (e.g. --tasks kws,speaker,scene,instrument)")
+    if any("@" in t for t in tasks):  # train and sweep parse TASK@CORPUS themselves (mtl_edge.train.corpora)
+        raise MtlEdgeError(f"TASK@CORPUS ({text!r}) is for train and sweep; this command reads one corpus (--corpus)")
     if len(set(tasks)) != len(tasks):
         raise MtlEdgeError(f"a task is listed twice in {text!r}")
     return tasks

@@ -4,7 +4,9 @@
 ``model.pt``, ``state.pt``, ``curves.csv``, ``history.json``) and ``metrics.json`` on the test split:
 ``{"tasks": {task: {"single": {...}, "multi": {...}, "delta": {...}}}}``; a corpus with further
 held-out test splits (``test_<what>``) adds ``task: {"<split>": {"single", "multi", "delta", "samples"}}``. The baselines use the
-identical config and seed, so a difference is the task mix and nothing else.
+identical config and seed, so a difference is the task mix and nothing else. Tasks may come from
+several corpora (``sources``; ``mtl_edge.train.corpora``): each task's baseline then trains on its
+own corpus, and ``config.json`` and ``metrics.json`` record every task's corpus in ``task_corpora``.
 """
 
 from __future__ import annotations
@@ -49,12 +51,13 @@ def test_metrics(model, data: TaskData) -> dict[str, dict]:
 
 def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, single: bool = False,
               resume: bool = False, workers: int = 2, threads: int = 1, processes: int = 2,
-              input_config=None, cache_dir=None) -> RunResult:
+              input_config=None, cache_dir=None, sources=None) -> RunResult:
     """Train (or resume) a run and write its metrics; see the module docstring for the layout.
 
     ``input_config``: the model input (a ``FeatureConfig`` or ``WaveformConfig``, of the kind the
     model takes); default: what ``data prepare`` last wrote for the corpus, else that kind's defaults.
-    ``cache_dir``: the feature cache (default ``CORPUS/.features``).
+    ``cache_dir``: the feature cache (default ``CORPUS/.features``). ``sources``: a ``TaskSources``
+    naming each task's corpus (several corpora; ``corpus`` is then ignored), default: ``corpus`` for all.
 
     ``threads``: torch intra-op threads. The DNN is small: one thread is the fastest (several
     threads spend more on synchronisation than on arithmetic), and a fixed count keeps runs
@@ -74,14 +77,29 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     # a self-supervised task's spec needs no data: a model without its head is refused before any feature work
     check_tasks(cfg.model, {t: self_supervised_spec(t) for t in tasks if is_self_supervised(t)})
     kind = model_entry(cfg.model).input_kind
+    from mtl_edge.train import corpora as multi
+
+    sources = sources if sources is not None and sources.multi else None
+    if sources is not None:
+        if list(sources.tasks) != list(tasks):
+            raise MtlEdgeError(f"internal error: tasks {tasks} and their corpora {sources.tasks} differ")
+        multi.check_tasks_known(sources)
+        corpus = sources.distinct[0]
+        if input_config is None:
+            input_config = multi.common_input_config(sources, kind, cache_dir=cache_dir)
     input_config = input_config if input_config is not None else resolve_config(corpus, kind, cache_dir=cache_dir)
     if input_kind(input_config) != kind:
         raise MtlEdgeError(f"model {cfg.model!r} takes {kind} input, not {input_kind(input_config)}")
     from mtl_edge.features.cache import fingerprint_of
 
     config = {"format": RUN_FORMAT, "corpus": str(Path(corpus).resolve()), "tasks": tasks, "single": single,
-              "train": cfg.to_json(), "features": input_config.to_json(), "corpus_fingerprint": fingerprint_of(corpus)}
-    where = ("corpus", "corpus_fingerprint")
+              "train": cfg.to_json(), "features": input_config.to_json()}
+    if sources is None:
+        config["corpus_fingerprint"] = fingerprint_of(corpus)
+    else:  # "corpus" is the first task's; every task's corpus and fingerprint are in task_corpora
+        config["task_corpora"] = multi.fingerprints(sources)
+        config["corpus_fingerprint"] = multi.combined_fingerprint(config["task_corpora"])
+    where = ("corpus", "corpus_fingerprint", "task_corpora")
     config_path = out / "config.json"
     if config_path.exists():
         try:
@@ -92,6 +110,7 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
             raise MtlEdgeError(f"{out} already holds a run; use --resume to continue it, or another --out")
         if {k: v for k, v in previous.items() if k not in where} != {k: v for k, v in config.items() if k not in where}:
             raise MtlEdgeError(f"{out} holds a run with other settings; --resume needs the same tasks, model and hyper-parameters")
+        multi.check_unchanged(previous.get("task_corpora"), config.get("task_corpora"), str(out))
         # a rebuilt or edited corpus (manifest, audio files) at the same path is another corpus
         if previous.get("corpus_fingerprint", config["corpus_fingerprint"]) != config["corpus_fingerprint"]:
             raise MtlEdgeError(f"{out} was trained on another version of {corpus} (its manifest or audio files changed); "
@@ -102,7 +121,7 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     unknown = [t for t in cfg.augment_config().tasks if t not in tasks]
     if unknown:
         raise MtlEdgeError(f"--augment-tasks names task(s) this run does not train: {', '.join(unknown)}")
-    data = load_training_data(corpus, tasks, cfg, input_config, cache_dir=cache_dir, workers=workers)
+    data = _load(sources, corpus, tasks, cfg, input_config, cache_dir=cache_dir, workers=workers)
     check_exclude(cfg.exclude, {t: rows.labels for t, rows in data.tasks.items()})
     atomic.write_json(config_path, config, sort_keys=False)
 
@@ -112,7 +131,7 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     todo = [job for job in jobs if not (resume and (job[2] / "model.pt").exists())]
     with progress_bar() as bar:
         if processes > 1 and len(todo) > 1:
-            _fit_in_processes(todo, corpus, cfg, input_config.to_json(), cache_dir, resume, threads, processes, bar)
+            _fit_in_processes(todo, corpus, cfg, input_config.to_json(), cache_dir, resume, threads, processes, bar, sources)
         else:
             for name, job_tasks, folder in todo:
                 fit(data.subset(job_tasks), cfg, folder, resume=resume, progress=bar, label=name)
@@ -120,7 +139,8 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
 
     multi = test_metrics(models["multi"], data)
     extra = {split: split_metrics(models["multi"], data, split) for split in data.extra_test_splits}
-    metrics: dict = {"split": "test", "corpus": config["corpus"], "tasks": {},
+    metrics: dict = {"split": "test", "corpus": config["corpus"],
+                     **({"task_corpora": config["task_corpora"]} if sources is not None else {}), "tasks": {},
                      "task_specs": {t: s.to_json() for t, s in data.specs.items()}}
     for task in tasks:
         entry = {"kind": data.specs[task].kind, "multi": multi[task]}
@@ -141,6 +161,15 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
     return RunResult(out, metrics)
 
 
+def _load(sources, corpus, tasks: list[str], cfg: TrainConfig, input_config, **load) -> TaskData:
+    """The training data of ``tasks``: from ``corpus``, or each from its own corpus (``sources``)."""
+    if sources is None:
+        return load_training_data(corpus, tasks, cfg, input_config, **load)
+    from mtl_edge.train.corpora import load_sources
+
+    return load_sources(sources, tasks, lambda c, group: load_training_data(c, group, cfg, input_config, **load))
+
+
 class _QueueProgress:
     """Stands in for a rich Progress inside a worker process: forwards updates to the parent."""
 
@@ -155,7 +184,7 @@ class _QueueProgress:
         self.queue.put(("update", task, description, None, completed))
 
 
-def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queue) -> str:
+def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queue, sources=None) -> str:
     import torch
 
     from mtl_edge.features.inputs import config_from_json
@@ -163,14 +192,14 @@ def _fit_job(job, corpus, cfg_json, input_json, cache_dir, resume, threads, queu
     torch.set_num_threads(threads)
     name, job_tasks, folder = job
     cfg = TrainConfig.from_json(cfg_json)
-    data = load_training_data(corpus, job_tasks, cfg, config_from_json(input_json), cache_dir=cache_dir, workers=1,
-                              progress=False)
+    data = _load(sources, corpus, job_tasks, cfg, config_from_json(input_json), cache_dir=cache_dir, workers=1,
+                 progress=False)
     fit(data, cfg, folder, resume=resume, progress=_QueueProgress(queue), label=name)
     return name
 
 
 def _fit_in_processes(jobs, corpus, cfg: TrainConfig, input_json: dict, cache_dir, resume: bool, threads: int,
-                      processes: int, bar) -> None:
+                      processes: int, bar, sources=None) -> None:
     """Train several models at once; their per-epoch progress reaches the parent's bars via a queue."""
     import multiprocessing
     import queue as queue_module
@@ -179,7 +208,8 @@ def _fit_in_processes(jobs, corpus, cfg: TrainConfig, input_json: dict, cache_di
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         updates = manager.Queue()
-        futures = [pool.submit(_fit_job, job, str(corpus), cfg.to_json(), input_json, cache_dir, resume, threads, updates)
+        futures = [pool.submit(_fit_job, job, str(corpus), cfg.to_json(), input_json, cache_dir, resume, threads, updates,
+                               sources)
                    for job in jobs]
         bars: dict[str, int] = {}
         pending = set(futures)

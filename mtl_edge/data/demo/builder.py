@@ -22,7 +22,7 @@ import numpy as np
 
 from mtl_edge import atomic
 from mtl_edge.data.demo import sources
-from mtl_edge.data.demo.variants import EVENT_SCENES, check_variant
+from mtl_edge.data.demo.variants import DEFAULT_INSTRUMENTS, EVENT_SCENES, check_variant, seed_key, variant_sources
 from mtl_edge.data.manifest import MANIFEST_NAME, Row, make_manifest
 from mtl_edge.data.task_kinds import TaskKind
 from mtl_edge.errors import MtlEdgeError
@@ -41,11 +41,8 @@ FOREGROUND = "foreground"  # event_activity's one label
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
                  "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
-INSTRUMENTS = {  # name: (General MIDI program, lowest note, highest note)
-    "piano": (0, 48, 84), "church_organ": (19, 36, 79), "acoustic_guitar": (24, 40, 76), "violin": (40, 55, 91),
-    "cello": (42, 36, 67), "trumpet": (56, 55, 82), "clarinet": (71, 50, 86), "flute": (73, 60, 96),
-}
-SCENES = tuple(sources.SCENE_BACKGROUNDS)
+INSTRUMENTS = DEFAULT_INSTRUMENTS  # name: (General MIDI program, lowest note, highest note); the default corpus's
+SCENES = tuple(sources.SCENE_BACKGROUNDS)  # the default corpus's; a variant's are in its CorpusSources
 EVENTS = tuple(sources.EVENTS)
 SPLIT_SHARES = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 # speech of voices no training clip has (kws, gender, and the clip-level tasks; no speaker label:
@@ -64,13 +61,13 @@ MANIFEST_EXTRA = ("clip_id", "kind", "source", "scene", "snr_db", "activity", "s
 class DemoConfig:
     scale: float = 1.0  # 1 = full corpus (~5,600 clips)
     seed: int = 0
-    voices: str = "mbrola"  # mbrola (recordings of real speakers) or espeak (fallback)
+    voices: str = "mbrola"  # mbrola (recordings of real speakers) or espeak (fallback; the other variant's voices)
     snr_db: tuple[float, float] = (5.0, 20.0)  # foreground over background
     peak_dbfs: tuple[float, float] = (-20.0, -1.0)  # random clip level: loudness is no cue
     rooms_per_split: int = 0  # RIRs per scene and split; 0 = by scale (8 at full scale, 2 for tiny corpora)
     unseen_speakers: int = 2  # voices held out of training (half female, half male, drawn from the seed)
     recipe: int = RECIPE_VERSION
-    variant: str = "default"  # where events occur: in every scene (default) or as EVENT_SCENES says (overlap)
+    variant: str = "default"  # default, overlap (events as EVENT_SCENES says) or other (disjoint sources; variants.py)
 
     def to_json(self) -> dict:
         """The settings a built corpus records (demo.json) and is reused for."""
@@ -118,7 +115,7 @@ def _split_sizes(n: int, n_classes: int) -> dict[str, int]:
 
 def unseen_speakers(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[str]:
     """The voices held out of training: ``config.unseen_speakers``, alternately female and male, from the seed."""
-    rng = np.random.default_rng([config.seed, 2])
+    rng = np.random.default_rng([*seed_key(config.seed, config.variant), 2])
     by_gender = {g: [s for s, v in speakers.items() if v[1] == g] for g in ("female", "male")}
     if config.unseen_speakers < 0 or any(config.unseen_speakers > 2 * (len(v) - 2) for v in by_gender.values()):
         raise MtlEdgeError(f"--unseen-speakers must leave at least two voices of each gender for training, not {config.unseen_speakers}")
@@ -136,8 +133,10 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
     generator of its own, so that every other draw stays the default variant's.
     """
     check_variant(config.variant)
-    rng = np.random.default_rng([config.seed, 1])
-    placing = np.random.default_rng([config.seed, 3])
+    src = variant_sources(config.variant)
+    instruments, events, scenes = src.instruments, tuple(src.events), tuple(src.scene_backgrounds)
+    rng = np.random.default_rng([*seed_key(config.seed, config.variant), 1])
+    placing = np.random.default_rng([*seed_key(config.seed, config.variant), 3])
     counts = config.counts()
     unseen = unseen_speakers(config, speakers)
     speaker_ids = list(speakers)
@@ -173,8 +172,8 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
 
     def instrument(split: str, n: int) -> list[dict]:
         out = []
-        for name in _balanced(rng, list(INSTRUMENTS), n):
-            program, low, high = INSTRUMENTS[name]
+        for name in _balanced(rng, list(instruments), n):
+            program, low, high = instruments[name]
             notes, t = [], rng.uniform(0.0, 0.1)
             for _ in range(int(rng.integers(2, 6))):  # a phrase: 2-5 notes (or chords)
                 length = rng.uniform(0.12, 0.45)
@@ -195,23 +194,23 @@ def plan_corpus(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -
         return [{"kind": "event", "label": label, "file": int(rng.integers(0, 1 << 30)),
                  "speed": float(rng.uniform(0.9, 1.1)), "crop": float(rng.random()),
                  "labels": {"event": label, "music_speech": "noise", "vad": "no_speech"}, "source": label}
-                for label in _balanced(rng, list(EVENTS), n)]
+                for label in _balanced(rng, list(events), n)]
 
     def music(split: str, n: int) -> list[dict]:
         return [{"kind": "music", "crop": float(rng.random()), "labels": {"music_speech": "music", "vad": "no_speech"},
                  "source": "recorded music"} for _ in range(n)]
 
-    makers = {"speech": (speech, len(word_classes)), "silence": (silence, 1), "instrument": (instrument, len(INSTRUMENTS)),
-              "event": (event, len(EVENTS)), "music": (music, 1)}
+    makers = {"speech": (speech, len(word_classes)), "silence": (silence, 1), "instrument": (instrument, len(instruments)),
+              "event": (event, len(events)), "music": (music, 1)}
     specs: list[dict] = []
     for kind, (make, n_classes) in makers.items():
-        sizes = _split_sizes(counts[kind], max(n_classes, len(SCENES) if kind == "speech" else n_classes))
+        sizes = _split_sizes(counts[kind], max(n_classes, len(scenes) if kind == "speech" else n_classes))
         if kind == "speech" and unseen:
             sizes[UNSEEN_SPLIT] = sizes["test"]
         for split, n in sizes.items():
             members = make(split, n)
             # every clip happens in an acoustic scene (a room kind and a real background), balanced too
-            for spec, scene in zip(members, _balanced(rng, SCENES, n)):
+            for spec, scene in zip(members, _balanced(rng, scenes, n)):
                 spec["split"] = split
                 if split == UNSEEN_SPLIT:  # new voices in the test split's rooms and backgrounds
                     spec["acoustics"] = "test"
@@ -246,11 +245,11 @@ def _place_events(rng: np.random.Generator, specs: list[dict]) -> None:
 _RENDERER = None
 
 
-def _init_worker(seed: int, voices: str, rirs: dict) -> None:
+def _init_worker(seed: int, voices: str, rirs: dict, variant: str) -> None:
     global _RENDERER
     from mtl_edge.data.demo.render import Renderer
 
-    _RENDERER = Renderer(seed, voices, rirs)
+    _RENDERER = Renderer(seed, voices, rirs, variant=variant)
 
 
 def _render_batch(args: tuple[str, list[dict]]):
@@ -278,24 +277,22 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
     from mtl_edge.progress import progress_bar, stderr
 
     out = Path(out)
-    check_variant(config.variant)
+    src = variant_sources(config.variant)
+    if src.voices and config.voices != src.voices:
+        raise MtlEdgeError(f"the {config.variant} corpus speaks with espeak-ng's own voices only (--voices {src.voices}), "
+                           f"not {config.voices}: the mbrola voices belong to the default corpus and its held-out voices")
     if not force and (info := _existing_matches(out, config)):
         return BuildResult(out, info["clips"], info["rows"], info["build_seconds"], True, info["per_task"])
     if out.exists() and any(out.iterdir()) and not _settings_path(out).exists():
         raise MtlEdgeError(f"{out} exists and is not a demo corpus; choose another --out or remove it")
-    if config.voices == "espeak":
+    if config.voices == "espeak" and not src.voices:
         import warnings
 
         warnings.warn("--voices espeak: espeak-ng's own formant voices, not recordings of people; "
                       "speaker identification on them says little about real speakers", stacklevel=2)
     speakers = sources.require_speech(config.voices)
     # fail early, in this process, on any missing package
-    for scene, srcs in sources.SCENE_BACKGROUNDS.items():
-        sources.require_files(srcs, f"the '{scene}' background")
-    for label, srcs in sources.EVENTS.items():
-        sources.require_files(srcs, f"'{label}' sound events")
-    sources.require_files(sources.MUSIC, "recorded music")
-    sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")
+    used = source_files(config.variant)  # fails early, in this process, on any missing package
 
     started = time.perf_counter()
     specs = plan_corpus(config, speakers)
@@ -306,11 +303,12 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
     with atomic.atomic_dir(out) as tmp:
         batches = [specs[i:i + 32] for i in range(0, len(specs), 32)]
         with progress_bar() as bar:
-            rooms = bar.add_task("designing rooms", total=len(SCENES) * len(splits))
-            rirs = rir_bank(list(SCENES), splits, config.rooms(), config.seed, lambda: bar.advance(rooms))
+            scenes = list(src.scene_backgrounds)
+            rooms = bar.add_task("designing rooms", total=len(scenes) * len(splits))
+            rirs = rir_bank(scenes, splits, config.rooms(), config.seed, lambda: bar.advance(rooms), stream=src.room_stream)
             task = bar.add_task("rendering demo corpus", total=len(specs))
             with ProcessPoolExecutor(
-                max_workers=max(1, workers), initializer=_init_worker, initargs=(config.seed, config.voices, rirs),
+                max_workers=max(1, workers), initializer=_init_worker, initargs=(config.seed, config.voices, rirs, config.variant),
                 mp_context=multiprocessing.get_context("spawn"),
             ) as pool:
                 for results in pool.map(_render_batch, [(str(tmp), b) for b in batches]):
@@ -337,9 +335,21 @@ def build_demo(config: DemoConfig, out: str | Path, workers: int = 2, force: boo
             "machine": platform.machine(), "speakers": {k: v[:2] for k, v in speakers.items()},
             "unseen_speakers": unseen_speakers(config, speakers),
             **({"event_scenes": {e: list(s) for e, s in EVENT_SCENES.items()}} if config.variant == "overlap" else {}),
+            "sources": {"voices": sorted(v[0] for v in speakers.values()), "files": used,
+                        "instruments": {k: v[0] for k, v in src.instruments.items()}},
         })
     stderr.print(f"rendered {len(specs)} clips in {seconds:.1f} s with {workers} worker(s)", highlight=False)
     return BuildResult(out, len(specs), len(rows), seconds, False, per_task)
+
+
+def source_files(variant: str) -> list[str]:
+    """Every recording the variant renders from (relative to the source root, sorted): recorded in
+    demo.json, so that two corpora can be checked for shared recordings. Missing packages are an error."""
+    src, root = variant_sources(variant), sources.source_root()
+    files = [f for scene, srcs in src.scene_backgrounds.items() for f in sources.require_files(srcs, f"the '{scene}' background")]
+    files += [f for label, srcs in src.events.items() for f in sources.require_files(srcs, f"'{label}' sound events")]
+    files += sources.require_files(src.music, "recorded music") + sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")
+    return sorted({str(f.relative_to(root)) for f in files})
 
 
 def clip_tags(spec: dict) -> list[str]:

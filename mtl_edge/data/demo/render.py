@@ -36,19 +36,24 @@ class RenderedClip:
 class Renderer:
     """Holds the loaded sources of one worker and renders plan entries into WAV files."""
 
-    def __init__(self, seed: int, voices: str, rirs: dict, sample_rate: int = 16_000, clip_samples: int = 16_000):
+    def __init__(self, seed: int, voices: str, rirs: dict, sample_rate: int = 16_000, clip_samples: int = 16_000,
+                 variant: str = "default"):
+        from mtl_edge.data.demo.variants import seed_key, variant_sources
+
+        src = variant_sources(variant)
         self.seed = seed
+        self.key = seed_key(seed, variant)  # the variant's own random stream
         self.sample_rate = sample_rate
         self.clip_samples = clip_samples
         self.rirs = rirs
         self.speakers = sources.require_speech(voices)
         warnings.simplefilter("ignore", LowSampleRateWarning)  # a few source recordings are 8-11 kHz: expected
-        self.tapes = {scene: self._scene_tapes(scene, srcs) for scene, srcs in sources.SCENE_BACKGROUNDS.items()}
+        self.tapes = {scene: self._scene_tapes(scene, srcs) for scene, srcs in src.scene_backgrounds.items()}
         self.events = {
             label: [load_audio(p).samples for p in sources.require_files(srcs, f"'{label}' sound events")]
-            for label, srcs in sources.EVENTS.items()
+            for label, srcs in src.events.items()
         }
-        music = [load_audio(p).samples for p in sources.require_files(sources.MUSIC, "recorded music")]
+        music = [load_audio(p).samples for p in sources.require_files(src.music, "recorded music")]
         self.music = {split: _region_tape(music, split) for split in SPLIT_REGIONS}
         self.soundfont = sources.require_files([sources.SOUNDFONT], "the General MIDI soundfont")[0]
         self._tmp = tempfile.TemporaryDirectory(prefix="mtl-edge-speech-")
@@ -58,7 +63,7 @@ class Renderer:
         files = sources.require_files(srcs, f"the '{scene}' background")
         recordings = [load_audio(p).samples for p in files]
         if scene == "office":  # single key presses: type them into one tape per split
-            return {split: _typing_tape(recordings, np.random.default_rng([self.seed, 31, i]), self.sample_rate * 30)
+            return {split: _typing_tape(recordings, np.random.default_rng([*self.key, 31, i]), self.sample_rate * 30)
                     for i, split in enumerate(SPLIT_REGIONS)}
         return {split: _region_tape(recordings, split) for split in SPLIT_REGIONS}
 
@@ -130,7 +135,7 @@ class Renderer:
     # -- the clip ------------------------------------------------------------------------------
     def render(self, spec: dict, out: Path) -> RenderedClip:
         n = self.clip_samples
-        rng = np.random.default_rng([self.seed, 104729, spec["index"]])
+        rng = np.random.default_rng([*self.key, 104729, spec["index"]])
         kind = spec["kind"]
         dry = np.zeros(n, np.float32)
         region = spec.get("acoustics", spec["split"])  # test_* splits hear the test split's rooms and backgrounds

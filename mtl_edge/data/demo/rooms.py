@@ -10,14 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# scene -> (room size range in metres [min, max] per axis, RT60 range in seconds)
-ROOM_KINDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float]]] = {
-    "office": ((3.0, 3.0, 2.5), (6.0, 5.0, 3.0), (0.35, 0.6)),
-    "crowded_hall": ((15.0, 12.0, 6.0), (30.0, 20.0, 12.0), (1.4, 2.4)),
-    "windy_outdoors": ((20.0, 20.0, 10.0), (40.0, 40.0, 20.0), (0.0, 0.0)),  # open air: see OUTDOOR
-    "riverside": ((20.0, 20.0, 10.0), (40.0, 40.0, 20.0), (0.0, 0.0)),
-    "fireside": ((4.0, 4.0, 2.4), (7.0, 6.0, 3.0), (0.5, 0.9)),
-}
+from mtl_edge.data.demo.variants import ROOM_KINDS  # scene -> room sizes and RT60 range
+
 MAX_ORDER = 40
 OUTDOOR = (0.9, 2)  # open air (RT60 0): walls that absorb 90 %, reflections up to order 2 (ground, a wall)
 
@@ -44,12 +38,14 @@ def room_impulse_response(scene: str, rng: np.random.Generator, sample_rate: int
     return (rir / np.abs(rir).max()).astype(np.float32)
 
 
-def rir_bank(scenes: list[str], splits: list[str], per_split: int, seed: int, advance=lambda: None) -> dict[tuple[str, str], list[np.ndarray]]:
-    """``per_split`` RIRs for every (scene, split), deterministic for ``seed``; ``advance`` ticks a progress bar."""
+def rir_bank(scenes: list[str], splits: list[str], per_split: int, seed: int, advance=lambda: None,
+             stream: int = 7919) -> dict[tuple[str, str], list[np.ndarray]]:
+    """``per_split`` RIRs for every (scene, split), deterministic for ``seed`` and ``stream`` (a corpus
+    variant's own rooms); ``advance`` ticks a progress bar."""
     bank = {}
     for i, scene in enumerate(scenes):
         for j, split in enumerate(splits):
-            rng = np.random.default_rng([seed, 7919, i, j])
+            rng = np.random.default_rng([seed, stream, i, j])
             bank[(scene, split)] = [room_impulse_response(scene, rng) for _ in range(per_split)]
             advance()
     return bank

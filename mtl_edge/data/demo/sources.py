@@ -48,7 +48,9 @@ SCENE_BACKGROUNDS: dict[str, list[Source]] = {
 # The tag of each scene's background source (task ``tagging``): one source per scene, so a clip's
 # background tag names its scene (the tagging task holds the scene task's information).
 BACKGROUND_TAGS: dict[str, str] = {"office": "keyboard", "crowded_hall": "crowd", "windy_outdoors": "wind",
-                                   "riverside": "water", "fireside": "fire"}
+                                   "riverside": "water", "fireside": "fire",
+                                   # the other corpus's scenes (variant other)
+                                   "lava_cave": "lava", "stadium": "crowd", "mine_cart": "cart"}
 
 # Foreground sound events (short real recordings).
 EVENTS: dict[str, list[Source]] = {
@@ -97,6 +99,32 @@ ESPEAK_SPEAKERS: dict[str, tuple[str, str, str]] = {
     f"{g[0]}{i}": (f"en-us+{g[0]}{i}", g, "espeak-ng") for g in ("female", "male") for i in range(1, 6)
 }
 MBROLA_VOICE_DIR = "usr/share/mbrola"
+
+# -- the "other" corpus (variant other): recordings the default corpus never uses ---------------
+# Its own scenes, events and instruments (label names of its own; music, speech and noise, and
+# speech / no_speech are the same as the default's), from files of the same Debian packages that no
+# default source pattern matches (tests/test_multicorpus.py checks the two file sets are disjoint).
+OTHER_SCENE_BACKGROUNDS: dict[str, list[Source]] = {
+    "lava_cave": [Source("minetest-data", (f"{MINETEST}/env_sounds/sounds/env_sounds_lava.*.ogg",
+                                           f"{MINETEST}/default/sounds/default_cool_lava.*.ogg"))],
+    "stadium": [Source("etw-data", (f"{ETW}/snd/fondo.wav", f"{ETW}/snd/crowd.wav", f"{ETW}/snd/boou.wav"))],
+    "mine_cart": [Source("minetest-data", (f"{MINETEST}/carts/sounds/carts_cart_moving.*.ogg",))],
+}
+OTHER_EVENTS: dict[str, list[Source]] = {
+    "whoosh": [Source("lugaru-data", (f"{LUGARU}/*Whoosh*.ogg", f"{LUGARU}/KnifeSwish.ogg"))],
+    "growl": [Source("lugaru-data", (f"{LUGARU}/Growl*.ogg", f"{LUGARU}/Snarl*.ogg"))],
+    "impact": [Source("lugaru-data", (f"{LUGARU}/Thud.ogg", f"{LUGARU}/HeavyImpact.ogg", f"{LUGARU}/Land*.ogg",
+                                      f"{LUGARU}/StaffBody.ogg", f"{LUGARU}/StaffHead.ogg"))],
+    "digging": [Source("minetest-data", (f"{MINETEST}/default/sounds/default_dig_[cdos]*.ogg",
+                                         f"{MINETEST}/default/sounds/default_gravel_dig.*.ogg",
+                                         f"{MINETEST}/default/sounds/default_ice_dig.*.ogg"))],
+    "blade": [Source("lugaru-data", (f"{LUGARU}/KnifeDraw.ogg", f"{LUGARU}/KnifeSlice.ogg", f"{LUGARU}/KnifeSheathe.ogg", f"{LUGARU}/Sword*.ogg",
+                                     f"{LUGARU}/ClawSlice.ogg"))],
+    "chime": [Source("sound-theme-freedesktop", tuple(f"{FREEDESKTOP}/{name}.oga" for name in (
+        "message", "message-new-instant", "dialog-information", "dialog-warning", "window-attention",
+        "service-login", "service-logout", "device-added", "device-removed")))],
+}
+OTHER_MUSIC = [Source("lugaru-data", (f"{LUGARU}/Music*.ogg",))]
 
 
 def source_root() -> Path:
