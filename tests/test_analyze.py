@@ -125,6 +125,28 @@ def test_analyze_a_sweep_writes_the_report_and_its_gains_match_the_runs(tiny, tm
     assert "Not run:" in text and "| main | aux |" in text
 
 
+@pytest.mark.slow
+def test_a_frame_task_as_main_is_scored_by_its_own_selection_metric(tiny, tmp_path):
+    import json
+
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, ["sweep", "--corpus", str(tiny), "--out", str(out), "--tasks", "scene,event_activity",
+                                      "--combos", "pairs", "--seeds", "2", "--steps", "20", "--hidden", "128,128,128",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["analyze", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out / "analysis" / "gains.csv", newline="") as f:
+        gains = {g["main"]: g for g in csv.DictReader(f)}
+    assert {m: g["metric"] for m, g in gains.items()} == {"scene": "macro_f1", "event_activity": "frame_f1"}
+    runs = out / "runs"
+    frame = [json.loads((runs / "scene+event_activity" / f"seed{s}" / "metrics.json").read_text())["tasks"]["event_activity"]["test"]["frame_f1"]
+             - json.loads((runs / "event_activity" / f"seed{s}" / "metrics.json").read_text())["tasks"]["event_activity"]["test"]["frame_f1"]
+             for s in (0, 1)]
+    assert float(gains["event_activity"]["gain"]) == pytest.approx(np.mean(frame), abs=1e-5)
+    assert "event_activity (frame_f1)" in (out / "analysis" / "report.md").read_text()
+
+
 def test_analyze_refuses_a_sweep_without_pairs_and_an_unknown_metric(tmp_path):
     out = tmp_path / "s"
     out.mkdir()

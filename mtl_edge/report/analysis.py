@@ -30,7 +30,7 @@ def write_analysis(analysis, tasks: list[str], out: Path, wall_s: float | None =
     """Write every file of the analysis into ``out``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     _csv(out / "gains.csv", analysis.gains,
-         ["main", "aux", "seeds", "single", "multi", "gain", "ci_low", "ci_high", "p", "p_holm", "significant"])
+         ["main", "aux", "metric", "seeds", "single", "multi", "gain", "ci_low", "ci_high", "p", "p_holm", "significant"])
     _csv(out / "correlations.csv", analysis.correlations, ["feature", "r", "p", "n"])
     _csv(out / "per_class.csv", analysis.per_class, ["main", "aux", "label", "single", "multi", "change"])
     features = [{"main": m, "aux": a} | f for (m, a), f in analysis.features.items()]
@@ -50,13 +50,18 @@ def render_markdown(analysis, tasks: list[str], wall_s: float | None = None, com
     pos = [g for g in analysis.gains if g["gain"] > 0]
     lines += [f"{len(analysis.gains)} directed (main, auxiliary) pairs; {len(pos)} with a positive mean gain, "
               f"{len(sig)} significant after Holm correction (paired t-test over seeds, α = 0.05).", ""]
+    other = sorted({(g["main"], g["metric"]) for g in analysis.gains if g.get("metric", analysis.metric) != analysis.metric})
+    if other:
+        lines += ["Main tasks without " + analysis.metric + " are scored by their own selection metric: " +
+                  ", ".join(f"{t} ({m})" for t, m in other) + ".", ""]
     lines += ["## Gain of the main task (multi − single), mean over seeds, 95 % CI", "",
               "| main | aux | seeds | single | multi | gain | 95 % CI | p (Holm) |", "|---|---|---|---|---|---|---|---|"]
     for g in sorted(analysis.gains, key=lambda g: -g["gain"]):
         ci = "–" if g["ci_low"] is None else f"[{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
         mark = " *" if g["significant"] else ""
         p = "–" if g["p_holm"] is None else f"{g['p_holm']:.3g}{mark}"
-        lines.append(f"| {g['main']} | {g['aux']} | {g['seeds']} | {g['single']:.3f} | {g['multi']:.3f} | "
+        main = g["main"] if g.get("metric", analysis.metric) == analysis.metric else f"{g['main']} ({g['metric']})"
+        lines.append(f"| {main} | {g['aux']} | {g['seeds']} | {g['single']:.3f} | {g['multi']:.3f} | "
                      f"{g['gain']:+.3f} | {ci} | {p} |")
     lines += ["", "![gains](gains_heatmap.png)", "", "## Correlation of pair features with the gain (Pearson)", ""]
     if analysis.correlations:

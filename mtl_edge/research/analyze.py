@@ -51,11 +51,14 @@ def pair_gains(out: Path, tasks: list[str], seeds: list[int], metric: str) -> tu
             if aux == main:
                 continue
             pair = tuple(sorted((main, aux), key=tasks.index))
-            values, classes = [], {}
+            values, classes, used = [], {}, metric
             for seed in seeds:
-                single = finished_metrics(out, RunSpec((main,), seed)).get("tasks", {}).get(main, {})
+                finished = finished_metrics(out, RunSpec((main,), seed))
+                single = finished.get("tasks", {}).get(main, {})
                 multi = finished_metrics(out, RunSpec(pair, seed)).get("tasks", {}).get(main, {})
-                a, b = single.get("test", {}).get(metric), multi.get("test", {}).get(metric)
+                if single and metric not in single.get("test", {}):  # a kind without it (a frame task): its own selection metric
+                    used = (finished.get("task_specs", {}).get(main) or {}).get("select_metric") or metric
+                a, b = single.get("test", {}).get(used), multi.get("test", {}).get(used)
                 if a is None or b is None:
                     continue
                 values.append((a, b))
@@ -74,7 +77,7 @@ def pair_gains(out: Path, tasks: list[str], seeds: list[int], metric: str) -> tu
                 p = float(stats.ttest_rel(multi_v, single_v).pvalue)
             else:
                 half, p = (0.0 if n > 1 else None), (1.0 if n > 1 else None)
-            gains.append({"main": main, "aux": aux, "seeds": n, "single": float(single_v.mean()),
+            gains.append({"main": main, "aux": aux, "metric": used, "seeds": n, "single": float(single_v.mean()),
                           "multi": float(multi_v.mean()), "gain": mean,
                           "ci_low": None if half is None else mean - half, "ci_high": None if half is None else mean + half,
                           "p": p})
