@@ -149,7 +149,7 @@ def test_data_overlap_bad_input(overlap_corpus, tmp_path):
         return CliRunner().invoke(app, ["data", "overlap", str(overlap_corpus), *args])
 
     r = run("--tasks", "event,birds")
-    assert r.exit_code == 1 and "unknown task(s) birds" in r.output and "this corpus has: event, gender" in r.output
+    assert r.exit_code == 1 and "unknown task(s) birds" in r.output and "this corpus has: event, event_activity, gender" in r.output
     r = run("--tasks", "event,kws")  # speech clips carry no event
     assert r.exit_code == 1 and "tasks 'event' and 'kws' share no clip" in r.output
     r = run("--tasks", "event")
