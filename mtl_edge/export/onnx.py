@@ -6,8 +6,8 @@
 - ``int8-dynamic``: ``quant_pre_process`` then ``quantize_dynamic`` (8-bit weights, activations
   quantised at run time): signed int8 weights for a graph of MatMuls (the DNN), unsigned for a graph
   with convolutions (``DYNAMIC_WEIGHT_TYPE``; measured in ``benchmarks/wavenet_cost.py``: with int8
-  weights onnxruntime's ConvInteger made the WaveNet 3.5-5x slower than fp32, with uint8 about as
-  fast as fp32);
+  weights onnxruntime's ConvInteger made the WaveNet 3.5-5x slower than fp32, with uint8 1.1-1.25x
+  fp32);
 - ``int8``: ``quant_pre_process`` then ``quantize_static`` in QDQ format with MinMax calibration on
   the recorded training rows, int8 activations and weights, per-channel weights unless per-tensor.
 """
