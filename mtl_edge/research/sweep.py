@@ -299,15 +299,20 @@ class Plan:
 
 
 def plan_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainConfig, *, combos: list[str],
-               seeds: int, workers: int = 2, feature_overrides: dict | None = None, cache_dir=None, sources=None) -> Plan:
-    """What ``run_sweep`` would train and how long it would take (``--dry-run``); writes nothing."""
+               seeds: int, workers: int = 2, feature_overrides: dict | None = None, cache_dir=None, sources=None,
+               time_runs: bool = True) -> Plan:
+    """What ``run_sweep`` would train and how long it would take (``--dry-run``); writes nothing.
+
+    ``time_runs``: for a model without documented constants, time a short fit here (``timed_costs``;
+    one corpus only) before any run of the sweep has finished; ``run_sweep`` does not (its board
+    learns the time from the first runs)."""
     out = Path(out)
     config, runs, train_samples = resolve(corpus, tasks, combos, seeds, cfg, feature_overrides, cache_dir, sources)
     check_folder(out, config)
     done = [r for r in runs if is_done(r.folder(out))]
     todo = [r for r in runs if r not in done]
     timed = None
-    if cfg.model != "dnn" and todo and not done:  # the documented constants are the DNN's
+    if time_runs and cfg.model != "dnn" and todo and not done and "task_corpora" not in config:  # the constants are the DNN's
         from mtl_edge.features.inputs import config_from_json
 
         largest = max(todo, key=lambda r: len(r.tasks))
@@ -329,7 +334,7 @@ def run_sweep(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
         raise MtlEdgeError("--workers must be at least 1")
     EXECUTORS[executor].check(address)
     plan = plan_sweep(corpus, tasks, out, cfg, combos=combos, seeds=seeds, workers=workers,
-                      feature_overrides=feature_overrides, cache_dir=cache_dir, sources=sources)
+                      feature_overrides=feature_overrides, cache_dir=cache_dir, sources=sources, time_runs=False)
     out, config, runs = Path(out), plan.config, plan.runs
     corpora = {t: v["corpus"] for t, v in config["task_corpora"].items()} if "task_corpora" in config else None
     # validates every task's labels and builds the feature cache once, before any worker reads it
