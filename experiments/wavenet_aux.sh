@@ -10,6 +10,9 @@
 # on the same schedule however few labelled clips it has. Every run is skipped when its metrics.json exists, so the script resumes; two
 # runs train side by side.
 #
+# Status: not yet a result. At this configuration every run stays at chance (the input needs per-clip
+# peak scaling and mu-law coding first; experiments/README.md, the WaveNet section).
+#
 # Usage: bash experiments/wavenet_aux.sh [RUNS_FOLDER] [STEPS] [SEEDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
