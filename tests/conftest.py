@@ -54,10 +54,7 @@ def speak(tmp_path_factory):
 @pytest.fixture(scope="session")
 def recordings():
     """Real recordings from the sound-theme-freedesktop package (stereo .oga at 44.1/48 kHz)."""
-    if not FREEDESKTOP_SOUNDS.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail("sound-theme-freedesktop is missing on CI (make setup installs it)")
-        pytest.skip("sound-theme-freedesktop not installed (`make setup` installs it)")
+    need(FREEDESKTOP_SOUNDS.is_dir(), "sound-theme-freedesktop not installed (`make setup` installs it)")
     return sorted(FREEDESKTOP_SOUNDS.glob("*.oga"))
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import need
 from mtl_edge.bench import bench, read_lines
 from mtl_edge.errors import MtlEdgeError
 
@@ -25,11 +25,8 @@ def old_python(tmp_path_factory) -> str:
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     proc = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet",
                            "--disable-pip-version-check", *TFLITE_RUNTIME_ENV], capture_output=True, text=True)
-    if proc.returncode != 0:
-        reason = f"cannot install {' '.join(TFLITE_RUNTIME_ENV)}: {proc.stderr.strip()[-300:]}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    need(proc.returncode == 0, f"cannot install {' '.join(TFLITE_RUNTIME_ENV)} (the package registry is not reached?): "
+                               f"{proc.stderr.strip()[-300:]}", on_ci="CI reaches the package registry")
     return str(env / "bin" / "python")
 
 
