@@ -43,8 +43,9 @@ def test_the_trunk_is_causal_with_the_documented_receptive_field():
 def test_next_step_predicts_each_sample_from_the_past_only():
     model = _model()
     x = torch.randn(2, 800)
+    x[:, 400] = 1.0
     y = x.clone()
-    y[:, 400] += 1.0
+    y[:, 400] = -1.0  # a sign flip keeps the clip's RMS, which the input coding scales every sample by
     with torch.no_grad():
         a, b = model(x)["next_step"], model(y)["next_step"]
     assert a.shape == x.shape and torch.all(a[:, 0] == 0)
@@ -66,6 +67,48 @@ def test_upsample_sees_only_the_4khz_version_of_the_clip():
         a, b = model(x[:, :800]), model(x[:, :800] + 0.3 * wiggle)
     torch.testing.assert_close(a["upsample"], b["upsample"])
     assert not torch.allclose(a["next_step"], b["next_step"])
+
+
+def test_new_models_mu_law_code_the_trunk_input_and_old_checkpoints_keep_the_raw_samples():
+    from mtl_edge.train.wavenet import DEFAULT_MULAW, code_input, mulaw
+
+    x = torch.linspace(-1, 1, 201)
+    coded = mulaw(x, 255)
+    assert coded[0] == -1 and coded[-1] == 1 and mulaw(torch.zeros(1), 255).item() == 0 and (torch.diff(coded) > 0).all()
+    torch.testing.assert_close(mulaw(-x, 255), -coded)
+    assert mulaw(torch.tensor([0.01]), 255).item() == pytest.approx(np.log1p(2.55) / np.log1p(255))
+    assert torch.equal(mulaw(x, 0), x)
+    # each clip to an RMS of 1 before the coding: a clip's level does not change what the trunk sees
+    quiet = 0.05 * torch.randn(2, 800)
+    torch.testing.assert_close(code_input(quiet, 255), code_input(8 * quiet, 255))
+    rms = quiet.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    torch.testing.assert_close(code_input(quiet, 255), mulaw(quiet / rms, 255))
+    assert torch.equal(code_input(quiet, 0), quiet)
+    # new build args record the coding; a checkpoint's args without it (from before the option) build raw input
+    args = model_entry("wavenet").build_args(800, SPECS, None, channels=4, blocks=2, layers=3)
+    assert args["mulaw"] == DEFAULT_MULAW == 255
+    old = create_model("wavenet", **{k: v for k, v in args.items() if k != "mulaw"}).eval()
+    new = create_model("wavenet", **args).eval()
+    new.load_state_dict(old.state_dict())
+    clip = 0.05 * torch.randn(2, 800)
+    with torch.no_grad():
+        torch.testing.assert_close(new.embed(clip), old.trunk(code_input(clip, 255)))
+        torch.testing.assert_close(old.embed(clip), old.trunk(clip))
+    assert model_entry("wavenet").build_args(800, SPECS, None, channels=4, blocks=2, layers=3, mulaw=0)["mulaw"] == 0
+
+
+def test_coded_models_rebuild_samples_at_the_level_of_the_clip():
+    """The trunk sees no level, so reconstruction heads are scaled back by the clip's RMS: a clip 8x louder
+    gets outputs 8x larger, and the tagging outputs do not move."""
+    args = model_entry("wavenet").build_args(800, SPECS, None, channels=4, blocks=2, layers=3)
+    model = create_model("wavenet", **args).eval()
+    clip = 0.02 * torch.randn(2, 800)
+    with torch.no_grad():
+        quiet, loud = model(clip), model(8 * clip)
+    for task in ("next_step", "upsample"):
+        assert quiet[task].abs().max() > 0
+        torch.testing.assert_close(loud[task], 8 * quiet[task], rtol=1e-4, atol=1e-5 * float(loud[task].abs().max()))
+    torch.testing.assert_close(loud["scene"], quiet["scene"], rtol=1e-4, atol=1e-6)
 
 
 def test_size_options_are_checked():

@@ -44,6 +44,16 @@ from mtl_edge.tasks import TaskSpec
 from mtl_edge.train.models import MultiTaskModel, register_model
 
 UPSAMPLING_FACTOR = 4  # 16 kHz -> 4 kHz -> 16 kHz
+# mu of the input coding of new models: each clip scaled to an RMS of 1 and mu-law companded
+# (WaveNet's own input coding); 0 = the samples as they are, what checkpoints from before the option
+# hold. Measured on the demo corpus (clips peak at -20 to -1 dBFS), a 2x5x16 trunk learned scene in 150
+# steps with a level scaling and mu-law, and nothing with either alone or neither (experiments/README.md).
+# RMS rather than the paper's peak: onnxruntime's quantisation tooling cannot infer ReduceMax's shapes.
+# Reconstruction heads predict at an RMS of 1 and are scaled back by the clip's RMS (``WaveNet.decode``):
+# the trunk cannot know a level it never sees. Without that, a head learned to output near-zero samples
+# built from O(1) activations, so float rounding of the activations was 1e-4 of the output (an fp32 ONNX
+# export's upsample output differed from PyTorch by 1.04e-4 relative RMS); scaled back, it is float rounding.
+DEFAULT_MULAW = 255
 DENOISE_SNR_DB = (10.0, 15.0)  # the paper's range
 
 
@@ -98,6 +108,29 @@ def downsample_repeat(x: torch.Tensor, factor: int = UPSAMPLING_FACTOR) -> torch
     return torch.cat(parts, dim=-1)
 
 
+def mulaw(x: torch.Tensor, mu: int) -> torch.Tensor:
+    """sign(x) ln(1 + mu |x|) / ln(1 + mu): quiet samples spread over the range, sample by sample (causal);
+    ``mu`` = 0 leaves ``x`` as it is."""
+    if not mu:
+        return x
+    # log(1 + .) as ONNX computes it (it has no log1p), so that export and PyTorch agree to float rounding
+    return torch.sign(x) * torch.log(1.0 + mu * x.abs()) / float(np.log1p(mu))
+
+
+def input_level(x: torch.Tensor) -> torch.Tensor:
+    """The RMS of each clip (row), shape (batch, 1): what ``code_input`` divides by."""
+    return x.pow(2).mean(dim=-1, keepdim=True).add(1e-8).sqrt()
+
+
+def code_input(x: torch.Tensor, mu: int) -> torch.Tensor:
+    """Each clip (row) scaled to an RMS of 1, then mu-law coded; ``mu`` = 0 leaves ``x`` as it is. The
+    scaling is the one thing every sample sees of the whole clip (its RMS): the clip's level, which the
+    demo corpus draws at random, carries no label."""
+    if not mu:
+        return x
+    return mulaw(x / input_level(x), mu)
+
+
 class ReconstructionHead(nn.Module):
     """Two convolutions (``hidden`` channels, then 1) with a ReLU between: trunk output -> samples."""
 
@@ -127,9 +160,10 @@ class WaveNet(MultiTaskModel):
     input_kind = "waveform"
 
     def __init__(self, input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
-                 tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0):
+                 tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0, mulaw: int = 0):
         super().__init__()
         self.input_dim = int(input_dim)
+        self.mulaw = int(mulaw)
         self.crop = int(crop) if 0 < int(crop) < self.input_dim else 0
         self.trunk = WaveNetTrunk(channels, blocks, layers)
         self.head_kinds = {t: _head_kind(spec) for t, spec in tasks.items()}
@@ -192,8 +226,12 @@ class WaveNet(MultiTaskModel):
         gain = rms(x) / rms(noise) * torch.pow(10.0, -snr / 20)
         return x + gain.unsqueeze(-1) * noise
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk of an input: the clip coded (``code_input``), then the WaveNet trunk."""
+        return self.trunk(code_input(x, self.mulaw))
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.trunk(x)
+        return self.encode(x)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.trunk.parameters())
@@ -201,13 +239,19 @@ class WaveNet(MultiTaskModel):
     def example_input(self, batch: int = 2) -> torch.Tensor:
         return torch.zeros(batch, self.input_dim)
 
+    def decode(self, out: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """A reconstruction head's output back at the level of the input its trunk pass saw: the coded
+        input has no level, so the head predicts samples at an RMS of 1 and the clip's RMS scales them."""
+        return out * input_level(seen) if self.mulaw else out
+
     def _head(self, task: str, clean: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         kind = self.head_kinds[task]
-        if kind == "upsample":  # its own trunk pass on the degraded input, as in the paper
-            return self.heads[task](self.trunk(downsample_repeat(x)))
-        if kind == "denoise":
-            return self.heads[task](self.trunk(self.add_noise(x)))
-        out = self.heads[task](clean)
+        if kind in ("upsample", "denoise"):  # its own trunk pass on the degraded input, as in the paper
+            seen = downsample_repeat(x) if kind == "upsample" else self.add_noise(x)
+            return self.decode(self.heads[task](self.encode(seen)), seen)
+        if kind == "tagging":
+            return self.heads[task](clean)
+        out = self.decode(self.heads[task](clean), x)
         if kind == "next_step":  # output t = the prediction made at t-1
             return nn.functional.pad(out[..., :-1], (1, 0))
         return out
@@ -217,11 +261,11 @@ class WaveNet(MultiTaskModel):
 
     def forward_tasks(self, x: torch.Tensor, tasks: list[str]) -> dict[str, torch.Tensor]:
         """Only ``tasks``' heads: the extra trunk passes of the corrupted inputs run only when asked for."""
-        clean = self.trunk(x)
+        clean = self.encode(x)
         return {task: self._head(task, clean, x) for task in tasks}
 
     def task_outputs(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        clean = self.trunk(x)
+        clean = self.encode(x)
         return {task: self._head(task, clean[mask], x[mask]) for task, mask in masks.items()}
 
 
@@ -239,7 +283,7 @@ def _head_kind(spec: dict) -> str:
     return "tagging"
 
 
-SIZE_OPTIONS = ("channels", "blocks", "layers", "tag_hidden", "aux_hidden", "crop")
+SIZE_OPTIONS = ("channels", "blocks", "layers", "tag_hidden", "aux_hidden", "crop", "mulaw")
 
 
 def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> dict:
@@ -248,9 +292,11 @@ def _wavenet_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> di
     unknown = sorted(set(size) - set(SIZE_OPTIONS))
     if unknown:
         raise MtlEdgeError(f"wavenet: unknown model option(s) {', '.join(unknown)}; options: {', '.join(SIZE_OPTIONS)}")
-    bad = [f"{k}={v!r}" for k, v in size.items() if not (isinstance(v, int) and v >= 1)]
+    bad = [f"{k}={v!r}" for k, v in size.items() if not (isinstance(v, int) and v >= (0 if k == "mulaw" else 1))]
     if bad:
-        raise MtlEdgeError(f"wavenet: model options are positive integers, not {', '.join(bad)}")
+        raise MtlEdgeError(f"wavenet: model options are positive integers, not {', '.join(bad)} "
+                           "(mulaw may be 0: the samples uncoded)")
+    size.setdefault("mulaw", DEFAULT_MULAW)
     blocks, layers = size.get("blocks", 3), size.get("layers", 6)
     receptive_field = 1 + blocks * (2 ** layers - 1)
     for what, samples in (("a prepared clip", int(input_dim)), ("the crop", size.get("crop", int(input_dim)))):
@@ -271,6 +317,6 @@ def _tiny_args(input_dim, specs):
 @register_model("wavenet", input_kind="waveform", task_kinds=("classification", "reconstruction"),
                 build_args=_wavenet_args, tiny_args=_tiny_args, tiny_input_dim=400)
 def wavenet(input_dim: int, tasks: dict[str, dict], channels: int = 64, blocks: int = 3, layers: int = 6,
-            tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0) -> WaveNet:
-    return WaveNet(input_dim, tasks, channels, blocks, layers, tag_hidden, aux_hidden, crop)
+            tag_hidden: int = 512, aux_hidden: int = 128, crop: int = 0, mulaw: int = 0) -> WaveNet:
+    return WaveNet(input_dim, tasks, channels, blocks, layers, tag_hidden, aux_hidden, crop, mulaw)
 
