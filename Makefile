@@ -3,12 +3,15 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup system venv demo test bench bench-check clean
+.PHONY: setup system system-demo venv demo test bench bench-check clean
 
 setup: system venv
 
 system:
-	bash scripts/setup-system.sh
+	bash scripts/setup-system.sh all
+
+system-demo:
+	bash scripts/setup-system.sh demo
 
 venv: $(VENV)/.installed
 
@@ -17,7 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-demo: setup
+# the demo needs only the corpus's Debian packages, not the device test beds' tools
+demo: system-demo venv
 	$(BIN)/mtl-edge demo
 
 test: setup

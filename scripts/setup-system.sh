@@ -4,7 +4,13 @@
 # the General MIDI soundfont, libsndfile, data packages that ship real sound recordings, and the
 # tools of the device test beds (sshd, adb, network namespaces, an arm64 Debian userland).
 # Does nothing when everything is already installed.
+#
+# Usage: setup-system.sh [all|demo]   demo: only what the demo needs (the corpus's sources), not the
+# device test beds' tools (`make demo` uses it; `make test` and CI install all).
 set -euo pipefail
+
+SCOPE=${1:-all}
+case "$SCOPE" in all|demo) ;; *) echo "setup-system: unknown scope '$SCOPE' (all or demo)" >&2; exit 2 ;; esac
 
 PACKAGES=(
   espeak-ng mbrola
@@ -12,9 +18,10 @@ PACKAGES=(
   fluidsynth libfluidsynth3 fluid-soundfont-gm libsndfile1
   minetest-data etw-data lugaru-data bucklespring-data sound-theme-freedesktop
   python3-venv make
-  openssh-server openssh-client iproute2 util-linux zstd adb
-  mmdebstrap arch-test
 )
+if [ "$SCOPE" = all ]; then
+  PACKAGES+=(openssh-server openssh-client iproute2 util-linux zstd adb mmdebstrap arch-test)
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -43,7 +50,7 @@ bookworm_mirror() {
 backports_source=()
 need_update=0
 codename=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
-if [ "$codename" = bookworm ]; then
+if [ "$codename" = bookworm ] && [ "$SCOPE" = all ]; then
   if ! grep -qsE '^[^#]*bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; then
     mirror=$(bookworm_mirror | head -n 1)
     if [ -n "$mirror" ]; then

@@ -59,6 +59,7 @@ def test_demo_then_report_through_the_command_line(tmp_path):
     assert "demo finished in" in result.output
     config = json.loads((runs / "config.json").read_text())
     assert config["train"]["steps"] == 60  # the demo's budget is recorded in its run config
+    assert config["train"]["patience"] == 10  # its own early stopping (train's default is 30)
     manifest = json.loads((runs / "export" / "manifest.json").read_text())
     models = {a["model"] for a in manifest["artefacts"]}
     assert models >= {"multi", "single:kws", "single:speaker", "single:scene", "single:instrument"}
