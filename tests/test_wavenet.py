@@ -156,6 +156,23 @@ def test_wavenet_trains_on_real_audio_with_its_auxiliary_tasks_and_exports(demo_
     assert artefact["status"] == "ok" and [o["name"] for o in artefact["outputs"]] == ["scene", "next_step", "upsample"]
 
 
+def test_the_coded_input_converts_to_static_int8_tflite_and_runs_in_litert(tiny_corpus, tmp_path):
+    """mu-law's constant is a float: an int became an int64 tensor in the exported graph, and static int8
+    calibration (a histogram observer on each input of the multiplication) failed on it."""
+    from mtl_edge.export import export_run
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import recipe_config
+
+    cfg = recipe_config("lee2019", model="wavenet", steps=2, batch_size=8,
+                        model_args={"channels": 4, "blocks": 1, "layers": 3, "tag_hidden": 8, "aux_hidden": 8})
+    run = train_run(tiny_corpus, ["scene"], tmp_path / "run", cfg, processes=1)
+    exported = export_run(run.folder, formats="tflite", precisions="int8", progress=False, allow_degraded=True)
+    (artefact,) = exported.artefacts
+    assert artefact["quantization"]["scheme"].startswith("PT2E static int8")
+    scene = artefact["verification"]["tasks"]["scene"]  # run by the LiteRT interpreter on the test split
+    assert scene["n"] > 0 and 0.0 <= scene["agreement"] <= 1.0
+
+
 @pytest.mark.slow
 def test_two_tagging_heads_against_their_single_task_models_through_export_and_bench(tiny_corpus, tmp_path):
     from mtl_edge.bench.harness import bench

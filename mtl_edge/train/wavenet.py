@@ -114,7 +114,9 @@ def mulaw(x: torch.Tensor, mu: int) -> torch.Tensor:
     if not mu:
         return x
     # log(1 + .) as ONNX computes it (it has no log1p), so that export and PyTorch agree to float rounding
-    return torch.sign(x) * torch.log(1.0 + mu * x.abs()) / float(np.log1p(mu))
+    # mu as a float: an int becomes an int64 constant in the exported graph, which static int8 calibration
+    # (a histogram observer per input of the multiplication) cannot take
+    return torch.sign(x) * torch.log(1.0 + float(mu) * x.abs()) / float(np.log1p(mu))
 
 
 def input_level(x: torch.Tensor) -> torch.Tensor:
