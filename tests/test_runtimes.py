@@ -148,6 +148,22 @@ def test_loaded_artefacts_run_any_number_of_rows(export_dir):
     assert all(np.allclose(one[t][0], full[t][2], atol=1e-6) for t in TASKS)
 
 
+def test_many_rows_run_in_calls_of_bounded_size_with_the_same_outputs(export_dir, monkeypatch):
+    """A whole test split of raw clips in one onnxruntime call held 22 GB: ``run`` splits large inputs."""
+    entry = json.loads((export_dir / "manifest.json").read_text())["artefacts"][0]
+    loaded = runtimes.load_format("onnx", export_dir / entry["path"])
+    rows = np.load(export_dir / "testset.npz")["features"]
+    x = np.concatenate([rows] * (1 + 50 // len(rows)))[:50]
+    whole = loaded.call(x)
+    calls = []
+    call = runtimes.Loaded.call
+    monkeypatch.setattr(runtimes.Loaded, "call", lambda self, feed: calls.append(len(feed[next(iter(feed))])) or call(self, feed))
+    monkeypatch.setattr(runtimes, "CALL_INPUT_ELEMENTS", 16 * x.shape[1] + 5)  # 16 rows a call
+    split = loaded.run(x)
+    assert calls == [16, 16, 16, 2]
+    assert all(np.allclose(split[t], whole[t], atol=1e-6) for t in TASKS)
+
+
 def test_answers_of_other_task_kinds_are_compared_by_relative_rms(export_dir, tmp_path):
     from mtl_edge.bench.answers import RMS_LIMITS, DesktopAnswers
 
