@@ -94,7 +94,8 @@ class Session:
         except RunnerTimeout as exc:
             step = last_step(exc.stderr)
             raise MtlEdgeError(f"{label}: the runner timed out after {timeout:.0f} s at step '{step}' on device "
-                               f"{self.device.name}; measurements already written are kept in {results}") from None
+                               f"{self.device.name} (a longer limit: --timeout SECONDS; --resume keeps what is done); measurements "
+                               f"already written are kept in {results}") from None
         finally:
             job_file.unlink(missing_ok=True)
         out, err = proc.stdout or "", proc.stderr or ""
