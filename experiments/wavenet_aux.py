@@ -21,7 +21,7 @@ from pathlib import Path
 MAIN = "scene"
 AUXILIARY = ["alone", "next_step", "denoise", "upsample", "next_step+denoise", "next_step+upsample", "denoise+upsample", "all"]
 UNLABELLED = [("all-unlabeled60s", 60), ("all-unlabeled300s", 300), ("all", None)]
-AUGMENTATION = ["alone", "alone-augmented", "all", "all-augmented"]
+AUGMENTATION = ["alone", "alone-aug", "all", "all-aug"]
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -37,8 +37,15 @@ def _paired_gain(group: list[dict], alone: dict[int, float]) -> tuple[str, str]:
         return "", ""
     diffs = [a - b for a, b in pairs]
     m, s = _mean_sd(diffs)
-    p = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue if len(pairs) > 1 and s > 0 else float("nan")
+    if len(pairs) < 2:  # one seed: no spread, no test
+        return f"{m:+.3f}", "-"
+    p = stats.ttest_rel([a for a, _ in pairs], [b for _, b in pairs]).pvalue if s > 0 else float("nan")
     return f"{m:+.3f} ± {s:.3f}", f"{p:.2f}"
+
+
+def _fmt(values: list[float]) -> str:
+    m, s = _mean_sd(values)
+    return f"{m:.3f} ± {s:.3f}" if len(values) > 1 else f"{m:.3f}"
 
 
 def main(runs: Path, out: Path) -> None:
@@ -71,10 +78,9 @@ def main(runs: Path, out: Path) -> None:
         group = by_variant.get(variant)
         if not group:
             continue
-        m, s = _mean_sd([r["map_at_3"] for r in group])
-        a, t = _mean_sd([r["accuracy"] for r in group])
         gain, p = _paired_gain(group, alone) if variant != "alone" else ("", "")
-        lines.append(f"| {variant} | {len(group)} | {m:.3f} ± {s:.3f} | {a:.3f} ± {t:.3f} | {gain} | {p} |")
+        lines.append(f"| {variant} | {len(group)} | {_fmt([r['map_at_3'] for r in group])} | "
+                     f"{_fmt([r['accuracy'] for r in group])} | {gain} | {p} |")
     lines.append("")
     lines.append("Mean ± standard deviation over seeds; the gain is the mean of the per-seed differences from "
                  "`alone` with the same seed (± their standard deviation), tested by a paired t-test (two-sided, "

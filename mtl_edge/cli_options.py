@@ -20,7 +20,7 @@ TaskCorpus = Annotated[Optional[Path], typer.Option("--corpus", help="Corpus fol
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
 ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
-Augment = Annotated[Optional[str], typer.Option("--augment", help="Augment the training clips with these audiomentations transforms: pitch_shift, time_stretch, gain, background_noise (the corpus's training backgrounds), comma-separated, or all.")]
+Augment = Annotated[Optional[str], typer.Option("--augment", help="Augment the training clips with these audiomentations transforms: pitch_shift, time_stretch, gain, background_noise (the corpus's training backgrounds), gaussian_noise (white noise), comma-separated, or all (the first four).")]
 AugmentCopies = Annotated[int, typer.Option("--augment-copies", min=1, help="Augmented copies per training clip (with --augment).")]
 AugmentTasks = Annotated[Optional[str], typer.Option("--augment-tasks", help="Tasks whose training samples get the copies (default: every labelled task; background noise changes a scene's label).")]
 Exclude = Annotated[Optional[str], typer.Option("--exclude", help="Leave these labelled instances out of their task's training data (validation and test keep them): TASK:LABEL[,TASK:LABEL...], e.g. the shared labels `data overlap --print-exclude` prints.")]
@@ -139,12 +139,12 @@ def parse_model_args(text: str) -> dict[str, int]:
 
 def augment_json(augment: str | None, copies: int, tasks: str | None, seed: int) -> dict:
     """The ``TrainConfig.augment`` of the --augment options (empty: no augmentation)."""
-    from mtl_edge.features.augment import TRANSFORMS, AugmentConfig
+    from mtl_edge.features.augment import DEFAULT_TRANSFORMS, AugmentConfig
 
     if not augment:
         if tasks:
             raise MtlEdgeError("--augment-tasks needs --augment (which transforms)")
         return {}
-    names = TRANSFORMS if augment.strip() == "all" else tuple(t.strip() for t in augment.split(",") if t.strip())
+    names = DEFAULT_TRANSFORMS if augment.strip() == "all" else tuple(t.strip() for t in augment.split(",") if t.strip())
     chosen = tuple(t.strip() for t in (tasks or "").split(",") if t.strip())
     return AugmentConfig(copies=copies, transforms=names, tasks=chosen, seed=seed).to_json()

@@ -138,3 +138,22 @@ def test_waveform_inputs_are_augmented_the_same_way(corpus):
     copies = data.inputs[data.tasks["scene"].rows["train"][n:]]
     assert copies.shape == originals.shape == (n, 4000)
     assert np.abs(copies).max() <= 1.0 and (np.abs(copies - originals).max(axis=1) > 1e-3).all()
+
+
+def test_gaussian_noise_is_white_noise_at_an_snr_within_the_range(corpus):
+    """Noise injection that keeps a scene's label (background_noise mixes in other scenes' backgrounds)."""
+    from mtl_edge.features.waveform import WaveformConfig
+
+    cfg = AugmentConfig(copies=1, transforms=("gaussian_noise",), tasks=("scene",), probability=1.0, snr_db=(10.0, 15.0))
+    # the whole 1 s clip, over which audiomentations sets the SNR
+    plain = load_task_data(corpus, ["scene"], WaveformConfig(), workers=1, progress=False)
+    data = load_task_data(corpus, ["scene"], WaveformConfig(), workers=1, progress=False, augment=cfg)
+    n = len(plain.tasks["scene"].rows["train"])
+    originals = data.inputs[plain.tasks["scene"].rows["train"]].astype(np.float64)
+    noise = data.inputs[data.tasks["scene"].rows["train"][n:]] - originals
+    snr = 10 * np.log10((originals ** 2).mean(axis=1) / (noise ** 2).mean(axis=1))
+    assert ((snr > 9.9) & (snr < 15.1)).all() and snr.std() > 0.1  # drawn per copy within the range
+    spectrum = np.abs(np.fft.rfft(noise, axis=1)) ** 2
+    low, high = spectrum[:, 1:1000].mean(), spectrum[:, 1000:].mean()
+    assert 0.8 < low / high < 1.25  # white: as much power in the low half as in the high half
+    assert AugmentConfig(copies=1).transforms == ("pitch_shift", "time_stretch", "gain", "background_noise")

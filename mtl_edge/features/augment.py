@@ -9,9 +9,11 @@ config: another config gives another entry.
 
 Transforms (audiomentations): ``pitch_shift`` (formants move with the pitch, like another vocal
 tract), ``time_stretch`` (another speaking rate), ``gain``, and ``background_noise`` (the corpus's
-own training-split background recordings, ``mtl_edge.data.backgrounds``). Background noise mixes
-in other scenes' backgrounds, so it is no augmentation for a scene task: augment the tasks it
-keeps the label of (``tasks``).
+own training-split background recordings, ``mtl_edge.data.backgrounds``) and ``gaussian_noise``
+(white noise: the "noise injection" of Lee et al. 2019). Both noises are mixed at an SNR within
+``snr_db``. Background noise mixes in other scenes' backgrounds, so it is no augmentation for a
+scene task: augment the tasks it keeps the label of (``tasks``), or use ``gaussian_noise``.
+Transforms are applied in the order given.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
 
-TRANSFORMS = ("pitch_shift", "time_stretch", "gain", "background_noise")
+TRANSFORMS = ("pitch_shift", "time_stretch", "gain", "background_noise", "gaussian_noise")
+DEFAULT_TRANSFORMS = TRANSFORMS[:4]  # `--augment all`: what the speech tasks were tuned with
 AUGMENT_FORMAT = "augmented-inputs-v1"
 CHUNK = 32
 
@@ -39,12 +42,12 @@ class AugmentConfig:
     """How many augmented copies of which tasks' training clips, drawn from which transforms."""
 
     copies: int = 0  # 0: no augmentation
-    transforms: tuple[str, ...] = TRANSFORMS
+    transforms: tuple[str, ...] = DEFAULT_TRANSFORMS
     tasks: tuple[str, ...] = ()  # tasks whose training samples get the copies; () = every labelled task
     semitones: float = 3.0  # pitch shift within +-semitones
     rate: tuple[float, float] = (0.8, 1.25)  # time stretch factor range
     gain_db: float = 6.0  # gain within +-gain_db
-    snr_db: tuple[float, float] = (5.0, 20.0)  # background noise: clip over noise
+    snr_db: tuple[float, float] = (5.0, 20.0)  # background or gaussian noise: clip over noise
     probability: float = 0.7  # each transform is applied to a copy with this probability
     seed: int = 0
 
@@ -92,6 +95,8 @@ def augment_chain(cfg: AugmentConfig, backgrounds: list[Path]):
         elif name == "background_noise":
             chain.append(am.AddBackgroundNoise(sounds_path=[str(b) for b in backgrounds], min_snr_db=cfg.snr_db[0],
                                                max_snr_db=cfg.snr_db[1], p=p))
+        elif name == "gaussian_noise":
+            chain.append(am.AddGaussianSNR(min_snr_db=cfg.snr_db[0], max_snr_db=cfg.snr_db[1], p=p))
     return am.Compose(chain)
 
 
