@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from kept_runs import keep_run_files
 
 TASKS = ("kws", "gender")
 UNSEEN = "test_unseen_speakers"
@@ -33,10 +34,7 @@ def main(runs: Path, out: Path) -> None:
             rows.append({"variant": variant, "seed": int(seed), "task": task,
                          "seen_accuracy": entry["multi"]["accuracy"], "unseen_accuracy": entry[UNSEEN]["multi"]["accuracy"],
                          "seen_samples": entry["test_samples"], "unseen_samples": entry[UNSEEN]["samples"]})
-        kept = out / "runs" / run.name
-        kept.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "config.json"):
-            shutil.copy2(run / name, kept / name)
+        keep_run_files(run, out / "runs" / run.name)  # corpus paths relative to the repository
     if not rows:
         raise SystemExit(f"no finished runs with {UNSEEN} metrics in {runs}")
     out.mkdir(parents=True, exist_ok=True)

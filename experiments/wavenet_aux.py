@@ -17,6 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from kept_runs import keep_run_files
+
 MAIN = "scene"
 AUXILIARY = ["alone", "next_step", "denoise", "upsample", "next_step+denoise", "next_step+upsample", "denoise+upsample", "all"]
 UNLABELLED = [("all-unlabeled60s", 60), ("all-unlabeled300s", 300), ("all", None)]
@@ -25,20 +27,6 @@ AUGMENTATION = ["alone", "alone-aug", "all", "all-aug"]
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _portable(value):
-    """``value`` with every absolute path inside the repository written relative to it."""
-    if isinstance(value, dict):
-        return {k: _portable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_portable(v) for v in value]
-    if isinstance(value, str) and value.startswith(str(REPO) + "/"):
-        return value[len(str(REPO)) + 1:]
-    return value
 
 
 def _paired_gain(group: list[dict], alone: dict[int, float]) -> tuple[str, str]:
@@ -69,10 +57,7 @@ def main(runs: Path, out: Path) -> None:
         test = metrics["tasks"][MAIN]["multi"]
         rows.append({"variant": variant, "seed": int(seed), "map_at_3": test["map_at_3"], "accuracy": test["accuracy"],
                      "test_samples": metrics["tasks"][MAIN]["test_samples"]})
-        kept = out / "runs" / run.name
-        kept.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.json", "config.json"):  # paths of this machine made relative to the repository
-            (kept / name).write_text(json.dumps(_portable(json.loads((run / name).read_text())), indent=2) + "\n")
+        keep_run_files(run, out / "runs" / run.name)
     if not rows:
         raise SystemExit(f"no finished runs in {runs}")
     out.mkdir(parents=True, exist_ok=True)
