@@ -23,6 +23,20 @@ MAIN = "scene"
 AUXILIARY = ["alone", "next_step", "denoise", "upsample", "next_step+denoise", "next_step+upsample", "denoise+upsample", "all"]
 UNLABELLED = [("all-unlabeled60s", 60), ("all-unlabeled300s", 300), ("all", None)]
 AUGMENTATION = ["alone", "alone-aug", "all", "all-aug"]
+# Balanced batches of 48 share the clips among the tasks: beside k auxiliaries scene sees 48 / (k + 1)
+# labelled clips per step. Tagging alone at that batch (``alone-b24`` etc.) is the matched control.
+MATCHED = {1: "alone-b24", 2: "alone-b16", 3: "alone-b12"}
+CONTROLS = list(MATCHED.values())
+
+
+def matched_control(variant: str) -> str | None:
+    """The alone run with as many labelled clips per step as ``variant`` gives scene (None: no control;
+    augmented variants double the labelled pool, so no alone run matches them)."""
+    if variant == "alone" or variant in CONTROLS or variant.endswith("-aug"):
+        return None
+    base = variant.split("-unlabeled")[0]
+    auxiliaries = 3 if base == "all" else base.count("+") + 1
+    return MATCHED[auxiliaries]
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -30,7 +44,7 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def _paired_gain(group: list[dict], alone: dict[int, float]) -> tuple[str, str]:
-    """Mean ± sd of (variant - alone) over the seeds both have, and the paired t-test's p-value."""
+    """Mean ± sd of (variant - reference) over the seeds both have, and the paired t-test's p-value."""
     from scipy import stats
 
     pairs = [(r["map_at_3"], alone[r["seed"]]) for r in group if r["seed"] in alone]
@@ -68,21 +82,27 @@ def main(runs: Path, out: Path) -> None:
     by_variant = defaultdict(list)
     for r in rows:
         by_variant[r["variant"]].append(r)
-    order = list(dict.fromkeys([*AUXILIARY, *(v for v, _ in UNLABELLED), *AUGMENTATION, *sorted(by_variant)]))
-    lines = [f"| variant | seeds | {MAIN} MAP@3 | {MAIN} top-1 | MAP@3 - alone (same seed) | paired t-test p |",
-             "|---|---|---|---|---|---|"]
-    alone = {r["seed"]: r["map_at_3"] for r in by_variant.get("alone", [])}
+    order = list(dict.fromkeys([*AUXILIARY, *(v for v, _ in UNLABELLED), *AUGMENTATION, *CONTROLS, *sorted(by_variant)]))
+    lines = [f"| variant | seeds | {MAIN} MAP@3 | {MAIN} top-1 | MAP@3 - alone (same seed) | p | "
+             "matched control | MAP@3 - matched control (same seed) | p |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by_seed = {v: {r["seed"]: r["map_at_3"] for r in group} for v, group in by_variant.items()}
     for variant in order:
         group = by_variant.get(variant)
         if not group:
             continue
-        gain, p = _paired_gain(group, alone) if variant != "alone" else ("", "")
+        gain, p = _paired_gain(group, by_seed.get("alone", {})) if variant != "alone" else ("", "")
+        control = matched_control(variant)
+        matched, p_matched = _paired_gain(group, by_seed.get(control, {})) if control else ("", "")
         lines.append(f"| {variant} | {len(group)} | {_fmt([r['map_at_3'] for r in group])} | "
-                     f"{_fmt([r['accuracy'] for r in group])} | {gain} | {p} |")
+                     f"{_fmt([r['accuracy'] for r in group])} | {gain} | {p} | {control or ''} | {matched} | {p_matched} |")
     lines.append("")
-    lines.append("Mean ± standard deviation over seeds; the gain is the mean of the per-seed differences from "
-                 "`alone` with the same seed (± their standard deviation), tested by a paired t-test (two-sided, "
-                 "no correction for the 11 comparisons).")
+    lines.append("Mean ± standard deviation over seeds. A gain is the mean of the per-seed differences from the "
+                 "reference run with the same seed (± their standard deviation), tested by a paired t-test "
+                 "(two-sided, p; no correction for the multiple comparisons). `alone` trains scene on all 48 "
+                 "clips of each batch; the matched control is `alone` at the batch scene gets beside the "
+                 "auxiliaries (48 / (auxiliaries + 1) labelled clips per step), so its column is the "
+                 "auxiliaries' effect with the labelled clips per step held equal.")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     _plot(by_variant, out / "wavenet_aux.png")
@@ -101,7 +121,13 @@ def _plot(by_variant: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1.3, 1.6]})
     for ax, variants, title in ((axes[0], AUXILIARY, "auxiliary tasks"), (axes[2], AUGMENTATION, "augmentation")):
         means, sds = zip(*(stats(v) for v in variants))
-        ax.bar(range(len(variants)), means, yerr=sds, capsize=3, color="#4C72B0")
+        ax.bar(range(len(variants)), means, yerr=sds, capsize=3, color="#4C72B0", label="with the auxiliaries")
+        controls = [matched_control(v) for v in variants]
+        if any(controls):
+            xs = [i for i, c in enumerate(controls) if c]
+            ax.plot(xs, [stats(controls[i])[0] for i in xs], "D", color="#DD8452",
+                    label="alone at the same labelled clips per step")
+            ax.legend(fontsize=7, loc="lower left")
         ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
         ax.set_title(title)
         ax.set_ylabel(f"{MAIN} test MAP@3 (mean ± sd over seeds)")

@@ -39,6 +39,12 @@ variants=(
   "all-unlabeled300s|scene,next_step,denoise,upsample|--unlabeled-seconds 300"
   "alone-aug|scene|--augment pitch_shift,gaussian_noise --augment-tasks scene --augment-copies 1"
   "all-aug|scene,next_step,denoise,upsample|--augment pitch_shift,gaussian_noise --augment-tasks scene --augment-copies 1"
+  # balanced batches share the 48 clips among the tasks, so scene sees 24, 16 or 12 labelled clips per
+  # step beside one, two or three auxiliaries: tagging alone at those batches separates the auxiliary
+  # tasks' effect from the smaller labelled share
+  "alone-b24|scene|--batch-size 24"
+  "alone-b16|scene|--batch-size 16"
+  "alone-b12|scene|--batch-size 12"
 )
 
 "$MTL" data demo --out data/demo
@@ -49,25 +55,12 @@ from mtl_edge.features.waveform import WaveformConfig
 prepare_features("data/demo", WaveformConfig(), workers=1, mark_current=True)
 EOF
 
-job() {
-  local name=$1 tasks=$2 extra=$3 seed=$4
-  local out="$RUNS/$name-s$seed"
-  [[ -f "$out/metrics.json" ]] && return 0
-  local start=$SECONDS
+# shellcheck source=experiments/runs.sh
+source experiments/runs.sh
+job() {  # SEED NAME TASKS [EXTRA OPTIONS]
   # shellcheck disable=SC2086  # extra holds option words
-  "$MTL" train "${COMMON[@]}" --tasks "$tasks" --seed "$seed" $extra --out "$out" $( [[ -d "$out" ]] && echo --resume ) \
-      > "$out.log" 2>&1 || { echo "FAILED $name seed $seed (see $out.log)"; return 1; }
-  echo "$name seed $seed: $((SECONDS - start)) s"
+  train_once "$RUNS/$2-s$1" "${COMMON[@]}" --tasks "$3" --seed "$1" ${4:-}
 }
 
 mkdir -p "$RUNS"
-pending=()
-for seed in $SEEDS; do
-  for v in "${variants[@]}"; do
-    IFS='|' read -r name tasks extra <<< "$v"
-    job "$name" "$tasks" "$extra" "$seed" &
-    pending+=($!)
-    if (( ${#pending[@]} >= 2 )); then wait "${pending[0]}" || true; pending=("${pending[@]:1}"); fi
-  done
-done
-wait || true
+two_at_a_time "$SEEDS" "${variants[@]}"

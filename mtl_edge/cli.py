@@ -72,7 +72,7 @@ def data_demo(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the corpus to.")] = Path("data/demo"),
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="1 = full corpus (~5,600 clips); smaller for tests.")] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the corpus is identical for a seed.")] = 0,
-    voices: Annotated[Optional[str], typer.Option("--voices", help="mbrola (recorded human diphones; the default) or espeak (espeak-ng's own voices; the other variant's only voices).")] = None,
+    voices: Annotated[Optional[str], typer.Option("--voices", help="mbrola (recorded human diphones; the default), mbrola+tts (those and six voices of flite and pico: sixteen voices, the held-out ones still drawn from mbrola) or espeak (espeak-ng's own voices; the other variant's only voices).")] = None,
     unseen_speakers: Annotated[int, typer.Option("--unseen-speakers", min=0, help="Voices held out of training, alternately female and male: their speech forms the test_unseen_speakers split.")] = 2,
     variant: Annotated[str, typer.Option("--variant", help="default (every event in every scene), overlap (some events in one scene only, others in several) or other (a second corpus: espeak-ng voices, other recordings, rooms and instruments; no source shared with the default).")] = "default",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 2,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages mtl-edge needs: espeak-ng + mbrola voices (recordings of real
-# speakers; in Debian's contrib and non-free components, enabled here if needed), fluidsynth with
+# speakers; in Debian's contrib and non-free components, enabled here if needed), flite and pico
+# (the other engines' voices of `data demo --voices mbrola+tts`; pico is in non-free), fluidsynth with
 # the General MIDI soundfont, libsndfile, data packages that ship real sound recordings, and the
 # tools of the device test beds (sshd, adb, network namespaces, an arm64 Debian userland).
 # Does nothing when everything is already installed.
@@ -13,7 +14,7 @@ SCOPE=${1:-all}
 case "$SCOPE" in all|demo) ;; *) echo "setup-system: unknown scope '$SCOPE' (all or demo)" >&2; exit 2 ;; esac
 
 PACKAGES=(
-  espeak-ng mbrola
+  espeak-ng mbrola flite libttspico-utils
   mbrola-us1 mbrola-us2 mbrola-en1 mbrola-de1 mbrola-de2 mbrola-de5 mbrola-de6 mbrola-fr4 mbrola-nl2 mbrola-pl1
   fluidsynth libfluidsynth3 fluid-soundfont-gm libsndfile1
   minetest-data etw-data lugaru-data bucklespring-data sound-theme-freedesktop

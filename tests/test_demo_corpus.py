@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -236,3 +238,56 @@ def test_shuffled_labels_stay_at_chance_and_true_labels_do_not(demo_corpus):
         bound = chance + 3 * np.sqrt(chance * (1 - chance) / (5 * len(y_test)))
         assert shuffled_acc <= bound, (task, shuffled_acc, bound)
         assert true_acc > bound, (task, true_acc, bound)
+
+
+def test_more_voices_come_from_other_engines_and_the_held_out_voices_stay_recorded_people():
+    """--voices mbrola+tts: sixteen voices; the held-out pair is drawn from the mbrola recordings as with
+    --voices mbrola (the same pair for a seed), so the unseen-voice split is the same people."""
+    every = {**sources.MBROLA_SPEAKERS, **sources.TTS_SPEAKERS}
+    assert len(every) == 16 and {v[1] for v in sources.TTS_SPEAKERS.values()} == {"female", "male"}
+    for seed in range(6):
+        held_out = builder.unseen_speakers(DemoConfig(seed=seed), every)
+        assert held_out == builder.unseen_speakers(DemoConfig(seed=seed), sources.MBROLA_SPEAKERS)
+        assert set(held_out) <= set(sources.MBROLA_SPEAKERS)
+    specs = [s for s in plan_corpus(DemoConfig(scale=0.2, voices="mbrola+tts"), every) if s["kind"] == "speech"]
+    train = {s["speaker"] for s in specs if s["split"] == "train"}
+    assert train == set(every) - set(builder.unseen_speakers(DemoConfig(), every))
+
+
+@pytest.mark.parametrize("voice", ["flite:slt", "flite:awb", "pico:en-US", "pico:en-GB"])
+def test_other_engines_speak_the_word_at_the_planned_rate_and_pitch(voice, tmp_path):
+    import librosa
+
+    from mtl_edge.data.audio import load_audio
+    from mtl_edge.data.demo.render import speech_argv
+
+    program = sources.TTS_PROGRAMS[voice.split(":")[0]]
+    if shutil.which(program) is None:
+        pytest.skip(f"{program} not installed (`make setup` installs it)")
+
+    def spoken(rate: int, pitch: int) -> tuple[float, float]:
+        out = tmp_path / f"{rate}-{pitch}.wav"
+        subprocess.run(speech_argv(voice, "seven", rate, pitch, out), check=True, capture_output=True)
+        audio = load_audio(out)
+        assert audio.sample_rate == 16000
+        trimmed, _ = librosa.effects.trim(audio.samples, top_db=40)
+        f0, voiced, _ = librosa.pyin(trimmed, fmin=60, fmax=500, sr=16000, frame_length=1024)
+        return len(trimmed) / 16000, float(np.nanmedian(f0[voiced]))
+
+    slow, fast = spoken(110, 50), spoken(250, 50)
+    assert slow[0] > 1.5 * fast[0]  # rate: words per minute, as espeak-ng's -s
+    low, high = spoken(175, 10), spoken(175, 90)
+    assert high[1] > 1.4 * low[1]  # pitch 10 -> 90: about 0.8 octave
+
+
+def test_missing_engines_are_named_with_their_packages(tmp_path, monkeypatch):
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.skip("espeak-ng not installed")
+    (tmp_path / "espeak-ng").symlink_to(espeak)
+    (tmp_path / "mbrola").symlink_to(shutil.which("mbrola") or espeak)
+    monkeypatch.setenv("PATH", str(tmp_path))  # espeak-ng and mbrola only: no flite, no pico2wave
+    with pytest.raises(MissingSourceError, match="apt-get install flite libttspico-utils"):
+        sources.require_speech("mbrola+tts")
+    with pytest.raises(MissingSourceError, match="must be one of mbrola, mbrola\\+tts, espeak"):
+        sources.require_speech("festival")

@@ -13,7 +13,7 @@ from mtl_edge.data.manifest import read_manifest as read_corpus_manifest
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.export import export_run, load_artefact, read_manifest
 from mtl_edge.export.endtoend import load_waveforms, parity
-from mtl_edge.export.frontend_graph import FrontEnd
+from mtl_edge.features.torch_frontend import FrontEnd
 from mtl_edge.export.manifest import sha256_file
 from mtl_edge.export.testset import load_testset
 from mtl_edge.features import logmel

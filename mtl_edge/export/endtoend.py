@@ -3,7 +3,7 @@
 A device runs from audio, so besides the ``features``-in artefacts an export can hold one graph per
 format that takes the clip itself: ``waveform`` [batch, samples] float32 at the feature config's
 sample rate -> log-mel filter banks -> summary statistics -> the network -> ``{task: logits}``. The
-front-end is ``mtl_edge.export.frontend_graph.FrontEnd``, the torch twin of ``logmel.extract``.
+front-end is ``mtl_edge.features.torch_frontend.FrontEnd``, the torch twin of ``logmel.extract``.
 
 The clip length is fixed when the graph is built (``n_samples``, taken from the corpus clips: the
 test split's waveforms, all of one length). A device pads or crops its audio to that length as the
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mtl_edge.errors import MtlEdgeError
-from mtl_edge.export.frontend_graph import FrontEnd
+from mtl_edge.features.torch_frontend import FrontEnd
 from mtl_edge.features.logmel import FeatureConfig
 
 WAVEFORM = "waveform"

@@ -1,7 +1,7 @@
 """Per-band statistics over time, written once for the numpy features and the export's torch front-end.
 
 ``band_statistics(stats, x, pct, ops)`` takes the array operations it needs from ``ops``
-(``NumpyOps`` here; ``mtl_edge.export.frontend_graph`` passes torch ones), so the statistics that
+(``NumpyOps`` here; ``mtl_edge.features.torch_frontend`` passes torch ones), so the statistics that
 training sees and the ones an exported graph computes come from one definition.
 """
 

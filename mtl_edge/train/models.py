@@ -221,4 +221,4 @@ def dnn(input_dim: int, tasks: dict[str, int], hidden: list[int] | tuple[int, ..
 
 
 # The other model families register themselves in their own modules (imported here, after the registry exists).
-from mtl_edge.train import wavenet  # noqa: E402,F401
+from mtl_edge.train import logmel_cnn, wavenet  # noqa: E402,F401

@@ -116,7 +116,9 @@ def _split_sizes(n: int, n_classes: int) -> dict[str, int]:
 def unseen_speakers(config: DemoConfig, speakers: dict[str, tuple[str, str, str]]) -> list[str]:
     """The voices held out of training: ``config.unseen_speakers``, alternately female and male, from the seed."""
     rng = np.random.default_rng([*seed_key(config.seed, config.variant), 2])
-    by_gender = {g: [s for s, v in speakers.items() if v[1] == g] for g in ("female", "male")}
+    # drawn from the recordings of people (mbrola) when the set has them: the other engines' voices only train
+    people = {s: v for s, v in speakers.items() if v[2].startswith("mbrola")} or speakers
+    by_gender = {g: [s for s, v in people.items() if v[1] == g] for g in ("female", "male")}
     if config.unseen_speakers < 0 or any(config.unseen_speakers > 2 * (len(v) - 2) for v in by_gender.values()):
         raise MtlEdgeError(f"--unseen-speakers must leave at least two voices of each gender for training, not {config.unseen_speakers}")
     picked = {g: list(rng.permutation(v)) for g, v in by_gender.items()}

@@ -33,6 +33,25 @@ class RenderedClip:
     activity: str
 
 
+ESPEAK_RATE = 175  # espeak-ng's default words per minute: the other engines' normal speed
+ESPEAK_PITCH = 50  # espeak-ng's default pitch (0-99)
+
+
+def speech_argv(voice: str, text: str, rate: int, pitch: int, out: Path) -> list[str]:
+    """The command that speaks ``text`` into ``out``: espeak-ng's rate (words per minute) and pitch
+    (0-99) carried over to flite (duration stretch, f0 shift) and pico (speed and pitch in %)."""
+    engine, _, name = voice.partition(":")
+    octaves = (pitch - ESPEAK_PITCH) / 100  # 0-99 spans about one octave around the voice's own
+    if engine == "flite":
+        f0 = {"slt": 170.0}.get(name, 105.0) * 2 ** octaves
+        return ["flite", "-voice", name, "--setf", f"duration_stretch={ESPEAK_RATE / rate:.3f}",
+                "--setf", f"int_f0_target_mean={f0:.1f}", "-t", text, "-o", str(out)]
+    if engine == "pico":
+        speed, tone = round(100 * rate / ESPEAK_RATE), round(100 * 2 ** octaves)
+        return ["pico2wave", "-l", name, "-w", str(out), f"<speed level='{speed}'><pitch level='{tone}'>{text}</pitch></speed>"]
+    return ["espeak-ng", "-v", voice, "-s", str(rate), "-p", str(pitch), "-w", str(out), text]
+
+
 class Renderer:
     """Holds the loaded sources of one worker and renders plan entries into WAV files."""
 
@@ -88,14 +107,14 @@ class Renderer:
 
         voice = self.speakers[spec["speaker"]][0]
         out = Path(self._tmp.name) / "word.wav"
-        argv = ["espeak-ng", "-v", voice, "-s", str(spec["rate"]), "-p", str(spec["pitch"]), "-w", str(out), spec["word"] + spec.get("style", "")]
+        argv = speech_argv(voice, spec["word"] + spec.get("style", ""), spec["rate"], spec["pitch"], out)
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
-            raise MissingSourceError(f"espeak-ng failed for voice {voice}: {done.stderr.strip()}")
+            raise MissingSourceError(f"{argv[0]} failed for voice {voice}: {done.stderr.strip()}")
         samples = load_audio(out).samples
         trimmed, _ = librosa.effects.trim(samples, top_db=40)
         if len(trimmed) == 0:
-            raise MissingSourceError(f"espeak-ng voice {voice} produced no audio for {spec['word']!r}")
+            raise MissingSourceError(f"{argv[0]} voice {voice} produced no audio for {spec['word']!r}")
         return trimmed
 
     def instrument(self, spec: dict) -> np.ndarray:

@@ -94,6 +94,19 @@ MBROLA_SPEAKERS: dict[str, tuple[str, str, str]] = {
     "nl2": ("mb-nl2-en", "male", "mbrola-nl2"),
     "pl1": ("mb-pl1-en", "female", "mbrola-pl1"),
 }
+# More voices (--voices mbrola+tts): other engines' English voices, so that the keyword task hears
+# sixteen voices rather than ten; voices no default corpus leaves out for independent evaluation.
+# speaker id: ("engine:voice", gender, Debian package)
+TTS_SPEAKERS: dict[str, tuple[str, str, str]] = {
+    "slt": ("flite:slt", "female", "flite"),  # CMU ARCTIC recordings, clustergen
+    "awb": ("flite:awb", "male", "flite"),  # Scottish English
+    "rms": ("flite:rms", "male", "flite"),
+    "kal": ("flite:kal16", "male", "flite"),  # diphones
+    "pus": ("pico:en-US", "female", "libttspico-utils"),
+    "pgb": ("pico:en-GB", "female", "libttspico-utils"),
+}
+TTS_PROGRAMS = {"flite": "flite", "pico": "pico2wave"}
+VOICE_SETS = ("mbrola", "mbrola+tts", "espeak")
 # Fallback (--voices espeak): espeak-ng's own formant voices, no recordings of people.
 ESPEAK_SPEAKERS: dict[str, tuple[str, str, str]] = {
     f"{g[0]}{i}": (f"en-us+{g[0]}{i}", g, "espeak-ng") for g in ("female", "male") for i in range(1, 6)
@@ -156,8 +169,8 @@ def require_speech(voices: str, root: Path | None = None) -> dict[str, tuple[str
         raise MissingSourceError("espeak-ng is not installed: `apt-get install espeak-ng` (or run `make setup`)")
     if voices == "espeak":
         return ESPEAK_SPEAKERS
-    if voices != "mbrola":
-        raise MissingSourceError(f"--voices must be mbrola or espeak, not {voices!r}")
+    if voices not in VOICE_SETS:
+        raise MissingSourceError(f"--voices must be one of {', '.join(VOICE_SETS)}, not {voices!r}")
     missing = [pkg for sid, (_, _, pkg) in MBROLA_SPEAKERS.items() if not (root / MBROLA_VOICE_DIR / sid).exists()]
     if missing or shutil.which("mbrola") is None:
         packages = (["mbrola"] if shutil.which("mbrola") is None else []) + missing
@@ -166,4 +179,10 @@ def require_speech(voices: str, root: Path | None = None) -> dict[str, tuple[str
             "components must be enabled in the apt sources; `make setup` does it), or use --voices espeak "
             "(espeak-ng's own voices only)"
         )
-    return MBROLA_SPEAKERS
+    if voices == "mbrola":
+        return MBROLA_SPEAKERS
+    missing = sorted({pkg for voice, _, pkg in TTS_SPEAKERS.values() if shutil.which(TTS_PROGRAMS[voice.split(":")[0]]) is None})
+    if missing:
+        raise MissingSourceError(f"--voices mbrola+tts needs `apt-get install {' '.join(missing)}` (libttspico-utils is in "
+                                 "Debian's non-free component; `make setup` does it), or use --voices mbrola")
+    return {**MBROLA_SPEAKERS, **TTS_SPEAKERS}

@@ -1,0 +1,99 @@
+"""The log mel CNN: what its per-clip normalisation removes, SpecAugment in training only, its checks, a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtl_edge.errors import MtlEdgeError
+from mtl_edge.tasks import TaskSpec
+from mtl_edge.train.logmel_cnn import FREQ_MASK, TIME_MASK, LogMelCNN, _cnn_args
+
+
+def _specs(**outputs) -> dict[str, TaskSpec]:
+    return {task: TaskSpec(name=task, kind="classification", labels=tuple(f"l{i}" for i in range(n))) for task, n in outputs.items()}
+
+
+def test_the_clip_level_and_a_fixed_gain_do_not_change_the_answer(speech_samples):
+    """Per-clip band normalisation takes the level out: a clip 20 dB quieter gives the same bands and outputs."""
+    torch.manual_seed(0)
+    model = LogMelCNN(16000, {"kws": 12}, channels=4).eval()
+    noise = np.random.default_rng(0).normal(0, 1e-3, 16000).astype(np.float32)  # the corpus's noise floor
+    clip = torch.from_numpy(speech_samples + noise)[None]
+    loud, quiet = model.bands(clip), model.bands(clip * 0.1)
+    assert torch.allclose(loud, quiet, atol=2e-3)
+    assert loud.shape == (1, 40, 101)
+    assert torch.allclose(loud.mean(dim=-1), torch.zeros(1, 40), atol=1e-4)  # each band centred over the clip
+    with torch.no_grad():
+        assert torch.allclose(model(clip)["kws"], model(clip * 0.1)["kws"], atol=1e-3)
+
+
+def test_spec_augment_masks_one_band_span_and_one_frame_span_in_training_only(speech_samples):
+    torch.manual_seed(0)
+    model = LogMelCNN(16000, {"kws": 12}, channels=4)
+    ones = torch.ones(200, 40, 101)
+    masked = model._masked(ones)
+    band_widths, frame_widths = set(), set()
+    for row in masked:
+        bands = (row == 0).all(dim=1).nonzero().flatten().tolist()  # bands masked at every frame
+        frames = (row == 0).all(dim=0).nonzero().flatten().tolist()
+        assert bands == list(range(bands[0], bands[0] + len(bands))) if bands else True
+        assert frames == list(range(frames[0], frames[0] + len(frames))) if frames else True
+        assert len(bands) <= FREQ_MASK and len(frames) <= TIME_MASK
+        # nothing else is masked
+        keep = torch.ones_like(row, dtype=torch.bool)
+        keep[bands, :] = False
+        keep[:, frames] = False
+        assert (row[keep] == 1).all()
+        band_widths.add(len(bands))
+        frame_widths.add(len(frames))
+    assert len(band_widths) > 3 and len(frame_widths) > 3  # widths are drawn, not fixed
+    clip = torch.from_numpy(speech_samples)[None].repeat(4, 1)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.embed(clip), model.embed(clip))
+    model.train()
+    model.dropout.p = 0.0
+    with torch.no_grad():  # batch norm in training uses the batch's statistics: the same batch twice, other masks
+        assert not torch.equal(model.embed(clip), model.embed(clip))
+    no_masks = LogMelCNN(16000, {"kws": 12}, channels=4, spec_augment=0)
+    no_masks.dropout.p = 0.0
+    with torch.no_grad():
+        assert torch.equal(no_masks.embed(clip), no_masks.embed(clip))
+
+
+def test_size_options_and_short_clips_are_refused_with_the_reason():
+    specs = _specs(kws=12)
+    assert _cnn_args(16000, specs)["tasks"] == {"kws": 12}
+    with pytest.raises(MtlEdgeError, match="unknown model option.*layers"):
+        _cnn_args(16000, specs, layers=3)
+    with pytest.raises(MtlEdgeError, match="spec_augment is 0 or 1"):
+        _cnn_args(16000, specs, spec_augment=2)
+    with pytest.raises(MtlEdgeError, match="gives 7 frames.*at least 8"):
+        _cnn_args(1000, specs)
+    with pytest.raises(MtlEdgeError, match="of 4 bands"):
+        _cnn_args(16000, specs, n_mels=4)
+
+
+def test_the_cnn_trains_on_real_speech_reports_unseen_voices_and_exports(demo_corpus, tmp_path):
+    from mtl_edge.export import export_run
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import TrainConfig
+
+    cfg = TrainConfig(model="logmel_cnn", epochs=3, patience=5, batch_size=32, seed=0, model_args={"channels": 4})
+    run = train_run(demo_corpus, ["kws", "gender"], tmp_path / "run", cfg, processes=1)
+    kws = run.metrics["tasks"]["kws"]
+    assert run.metrics["tasks"]["gender"]["multi"]["accuracy"] > 0.5
+    assert kws["test_unseen_speakers"]["samples"] > 0 and 0 <= kws["test_unseen_speakers"]["multi"]["accuracy"] <= 1
+    import csv
+
+    losses: dict[int, list[float]] = {}
+    with open(run.folder / "multi" / "curves.csv") as f:
+        for row in csv.DictReader(f):
+            losses.setdefault(int(row["epoch"]), []).append(float(row["loss"]))
+    first, last = min(losses), max(losses)
+    assert np.mean(losses[last]) < np.mean(losses[first])
+    exported = export_run(run.folder, formats="onnx,tflite", precisions="fp32", progress=False)
+    assert [a["status"] for a in exported.artefacts] == ["ok", "ok"]
+    assert all([i["name"] for i in a["inputs"]] == ["waveform"] for a in exported.artefacts)
