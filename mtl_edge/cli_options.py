@@ -62,16 +62,19 @@ def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms, sou
     return resolve_config(corpus, "features", overrides, cache)
 
 
-Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A paper's training setup: lee2019 (summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), or none.")]
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A training setup: lee2019 (the paper's: summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), kws_cnn (no mixup, Adam 2e-3 x0.9 every 2 epochs; the default for logmel_cnn), or none (the plain defaults).")]
 LabelFraction = Annotated[float, typer.Option("--label-fraction", min=0.0, max=1.0, help="Keep this fraction of each labelled task's training samples (per class, seeded): a scarce-label regime.")]
 UnlabeledSeconds = Annotated[float, typer.Option("--unlabeled-seconds", min=0.0, help="Seconds of training audio in the self-supervised tasks' pool (0: every training clip).")]
 HeadLr = Annotated[Optional[str], typer.Option("--head-lr", help="Learning rate per head group as GROUP=LR,...: tagging (labelled tasks' heads), auxiliary (reconstruction heads); default: the recipe's, else --lr.")]
 
 
 def recipe_for(model: str, recipe: str | None) -> str | None:
-    """The recipe a model trains with unless told: the paper's for wavenet, none for the DNN."""
+    """The recipe a model trains with unless told (``trainer.MODEL_RECIPES``: the paper's for wavenet,
+    kws_cnn for logmel_cnn), none for the DNN."""
+    from mtl_edge.train.trainer import MODEL_RECIPES
+
     if recipe is None:
-        return "lee2019" if model == "wavenet" else None
+        return MODEL_RECIPES.get(model)
     return None if recipe == "none" else recipe
 
 

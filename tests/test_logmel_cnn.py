@@ -97,3 +97,17 @@ def test_the_cnn_trains_on_real_speech_reports_unseen_voices_and_exports(demo_co
     exported = export_run(run.folder, formats="onnx,tflite", precisions="fp32", progress=False)
     assert [a["status"] for a in exported.artefacts] == ["ok", "ok"]
     assert all([i["name"] for i in a["inputs"]] == ["waveform"] for a in exported.artefacts)
+
+
+def test_the_cnn_trains_with_the_kws_recipe_unless_told_otherwise():
+    """No mixup (a mix of two words is no word) and a decaying rate, unless --recipe says otherwise."""
+    from mtl_edge.cli_options import recipe_for, train_config
+
+    assert recipe_for("logmel_cnn", None) == "kws_cnn" and recipe_for("dnn", None) is None
+    cfg = train_config("logmel_cnn", "256,256,256", 0, None, None, "channels=8", recipe_for("logmel_cnn", None))
+    assert (cfg.mixup, cfg.lr, cfg.lr_decay, cfg.lr_decay_every, cfg.model_args) == (0.0, 2e-3, 0.9, 2, {"channels": 8})
+    assert [round(cfg.lr_at(cfg.lr, e), 6) for e in (0, 1, 2, 40)] == [0.002, 0.002, 0.0018, round(2e-3 * 0.9 ** 20, 6)]
+    plain = train_config("logmel_cnn", "256,256,256", 0, None, None, None, recipe_for("logmel_cnn", "none"))
+    assert (plain.mixup, plain.lr, plain.lr_decay_every) == (0.4, 1e-3, 0)
+    given = train_config("logmel_cnn", "256,256,256", 0, None, None, None, recipe_for("logmel_cnn", None), lr=5e-4)
+    assert given.lr == 5e-4 and given.mixup == 0.0  # an option given beside the recipe wins
