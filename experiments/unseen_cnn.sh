@@ -4,8 +4,8 @@
 # each on the demo corpus's ten mbrola voices and on sixteen voices (--voices mbrola+tts: six more
 # from flite and pico). Both corpora hold out the same two mbrola voices (fr4, nl2 for seed 0) in
 # test_unseen_speakers. kws alone, three seeds; the DNN trains as `train` does by default (up to 200
-# epochs, early stopping), the CNN for 1,500 steps of its kws_cnn recipe (batch 64, about 40 epochs, no
-# mixup, Adam 2e-3 x0.9 every 2 epochs). Every run is skipped
+# epochs, early stopping), the CNN with its kws_cnn recipe (1,500 steps of 64 clips, about 40 epochs;
+# no mixup; Adam with a one-cycle schedule peaking at 3e-3). Every run is skipped
 # when its metrics.json exists, so the script resumes; two runs train side by side.
 #
 # Usage: bash experiments/unseen_cnn.sh [RUNS_FOLDER] [SEEDS]
@@ -19,8 +19,8 @@ MTL=${MTL:-.venv/bin/mtl-edge}
 "$MTL" data demo --out data/demo-tts --voices mbrola+tts
 
 variants=(
-  "cnn-16voices|data/demo-tts|--model logmel_cnn --steps 1500"
-  "cnn-10voices|data/demo|--model logmel_cnn --steps 1500"
+  "cnn-16voices|data/demo-tts|--model logmel_cnn"
+  "cnn-10voices|data/demo|--model logmel_cnn"
   "dnn-16voices|data/demo-tts|--model dnn"
   "dnn-10voices|data/demo|--model dnn"
 )

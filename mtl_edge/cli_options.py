@@ -62,7 +62,7 @@ def feature_config(corpus: Path, cache: Path | None, n_mels, win_ms, hop_ms, sou
     return resolve_config(corpus, "features", overrides, cache)
 
 
-Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A training setup: lee2019 (the paper's: summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), kws_cnn (no mixup, Adam 2e-3 x0.9 every 2 epochs; the default for logmel_cnn), or none (the plain defaults).")]
+Recipe = Annotated[Optional[str], typer.Option("--recipe", help="A training setup: lee2019 (the paper's: summed task losses, Adam 0.9/0.99, trunk/tagging/auxiliary lr 3e-4/5.37e-5/5e-3, x0.95 every 5 epochs, batch 48; the default for wavenet), kws_cnn (no mixup, Adam with a one-cycle schedule peaking at 3e-3 over 1,500 steps; the default for logmel_cnn), or none (the plain defaults).")]
 LabelFraction = Annotated[float, typer.Option("--label-fraction", min=0.0, max=1.0, help="Keep this fraction of each labelled task's training samples (per class, seeded): a scarce-label regime.")]
 UnlabeledSeconds = Annotated[float, typer.Option("--unlabeled-seconds", min=0.0, help="Seconds of training audio in the self-supervised tasks' pool (0: every training clip).")]
 HeadLr = Annotated[Optional[str], typer.Option("--head-lr", help="Learning rate per head group as GROUP=LR,...: tagging (labelled tasks' heads), auxiliary (reconstruction heads); default: the recipe's, else --lr.")]

@@ -100,14 +100,42 @@ def test_the_cnn_trains_on_real_speech_reports_unseen_voices_and_exports(demo_co
 
 
 def test_the_cnn_trains_with_the_kws_recipe_unless_told_otherwise():
-    """No mixup (a mix of two words is no word) and a decaying rate, unless --recipe says otherwise."""
+    """No mixup (a mix of two words is no word) and a one-cycle schedule, unless --recipe says otherwise."""
     from mtl_edge.cli_options import recipe_for, train_config
 
     assert recipe_for("logmel_cnn", None) == "kws_cnn" and recipe_for("dnn", None) is None
     cfg = train_config("logmel_cnn", "256,256,256", 0, None, None, "channels=8", recipe_for("logmel_cnn", None))
-    assert (cfg.mixup, cfg.lr, cfg.lr_decay, cfg.lr_decay_every, cfg.model_args) == (0.0, 2e-3, 0.9, 2, {"channels": 8})
-    assert [round(cfg.lr_at(cfg.lr, e), 6) for e in (0, 1, 2, 40)] == [0.002, 0.002, 0.0018, round(2e-3 * 0.9 ** 20, 6)]
+    assert (cfg.mixup, cfg.lr, cfg.lr_schedule, cfg.steps, cfg.model_args) == (0.0, 3e-3, "onecycle", 1500, {"channels": 8})
     plain = train_config("logmel_cnn", "256,256,256", 0, None, None, None, recipe_for("logmel_cnn", "none"))
-    assert (plain.mixup, plain.lr, plain.lr_decay_every) == (0.4, 1e-3, 0)
-    given = train_config("logmel_cnn", "256,256,256", 0, None, None, None, recipe_for("logmel_cnn", None), lr=5e-4)
-    assert given.lr == 5e-4 and given.mixup == 0.0  # an option given beside the recipe wins
+    assert (plain.mixup, plain.lr, plain.lr_schedule, plain.steps) == (0.4, 1e-3, "step", 0)
+    given = train_config("logmel_cnn", "256,256,256", 0, None, None, None, recipe_for("logmel_cnn", None), lr=5e-4, steps=300)
+    assert (given.lr, given.steps, given.mixup) == (5e-4, 300, 0.0)  # options given beside the recipe win
+
+
+def test_the_onecycle_schedule_is_torchs_as_a_function_of_the_step():
+    """The same rates as torch's OneCycleLR at every step, computed from the step alone (a resumed run continues it)."""
+    from mtl_edge.train.trainer import TrainConfig
+
+    cfg = TrainConfig(lr=3e-3, steps=120, lr_schedule="onecycle")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=3e-3)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=120, cycle_momentum=False)
+    expected = []
+    for _ in range(120):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [cfg.lr_at_step(3e-3, step) for step in range(120)]
+    assert np.allclose(ours, expected, rtol=1e-9, atol=1e-12)
+    assert max(ours) == pytest.approx(3e-3) and ours[0] == pytest.approx(3e-3 / 25)
+
+
+def test_onecycle_without_a_step_budget_or_an_unknown_schedule_is_refused(tiny_corpus, tmp_path):
+    from mtl_edge.train.run import train_run
+    from mtl_edge.train.trainer import TrainConfig
+
+    with pytest.raises(MtlEdgeError, match="onecycle .* needs a step budget"):
+        train_run(tiny_corpus, ["kws"], tmp_path / "a", TrainConfig(model="logmel_cnn", lr_schedule="onecycle", epochs=1,
+                                                                     model_args={"channels": 2}), processes=1)
+    with pytest.raises(MtlEdgeError, match="unknown learning-rate schedule 'cosine'"):
+        train_run(tiny_corpus, ["kws"], tmp_path / "b", TrainConfig(model="logmel_cnn", lr_schedule="cosine", epochs=1,
+                                                                     model_args={"channels": 2}), processes=1)
