@@ -121,7 +121,7 @@ def _plot(by_variant: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), gridspec_kw={"width_ratios": [3, 1.3, 1.6]})
     for ax, variants, title in ((axes[0], AUXILIARY, "auxiliary tasks"), (axes[2], AUGMENTATION, "augmentation")):
         means, sds = zip(*(stats(v) for v in variants))
-        ax.bar(range(len(variants)), means, yerr=sds, capsize=3, color="#4C72B0", label="with the auxiliaries")
+        ax.errorbar(range(len(variants)), means, yerr=sds, fmt="o", capsize=3, color="#4C72B0", label="the variant")
         controls = [matched_control(v) for v in variants]
         if any(controls):
             xs = [i for i, c in enumerate(controls) if c]
@@ -130,6 +130,7 @@ def _plot(by_variant: dict, path: Path) -> None:
             ax.legend(fontsize=7, loc="lower left")
         ax.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=8)
         ax.set_title(title)
+        ax.grid(axis="y", alpha=0.3)
         ax.set_ylabel(f"{MAIN} test MAP@3 (mean ± sd over seeds)")
     points = [(seconds, *stats(v)) for v, seconds in UNLABELLED]
     total = max((s for s, _, _ in points if s), default=300) * 4  # "all" drawn past the largest cap
