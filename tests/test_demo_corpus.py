@@ -261,9 +261,10 @@ def test_other_engines_speak_the_word_at_the_planned_rate_and_pitch(voice, tmp_p
     from mtl_edge.data.audio import load_audio
     from mtl_edge.data.demo.render import speech_argv
 
-    program = sources.TTS_PROGRAMS[voice.split(":")[0]]
-    if shutil.which(program) is None:
-        pytest.skip(f"{program} not installed (`make setup` installs it)")
+    from conftest import _require
+
+    package = {v[0]: v[2] for v in sources.TTS_SPEAKERS.values()}[voice]
+    _require(sources.TTS_PROGRAMS[voice.split(":")[0]], package)
 
     def spoken(rate: int, pitch: int) -> tuple[float, float]:
         out = tmp_path / f"{rate}-{pitch}.wav"
@@ -281,9 +282,9 @@ def test_other_engines_speak_the_word_at_the_planned_rate_and_pitch(voice, tmp_p
 
 
 def test_missing_engines_are_named_with_their_packages(tmp_path, monkeypatch):
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng not installed")
+    from conftest import _require
+
+    espeak = _require("espeak-ng", "espeak-ng")
     (tmp_path / "espeak-ng").symlink_to(espeak)
     (tmp_path / "mbrola").symlink_to(shutil.which("mbrola") or espeak)
     monkeypatch.setenv("PATH", str(tmp_path))  # espeak-ng and mbrola only: no flite, no pico2wave

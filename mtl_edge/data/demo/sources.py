@@ -105,7 +105,7 @@ TTS_SPEAKERS: dict[str, tuple[str, str, str]] = {
     "pus": ("pico:en-US", "female", "libttspico-utils"),
     "pgb": ("pico:en-GB", "female", "libttspico-utils"),
 }
-TTS_PROGRAMS = {"flite": "flite", "pico": "pico2wave"}
+TTS_PROGRAMS = {"flite": "flite", "pico": "pico2wave"}  # engine: its command
 VOICE_SETS = ("mbrola", "mbrola+tts", "espeak")
 # Fallback (--voices espeak): espeak-ng's own formant voices, no recordings of people.
 ESPEAK_SPEAKERS: dict[str, tuple[str, str, str]] = {
