@@ -25,7 +25,7 @@ from torch import nn
 
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.features.logmel import FeatureConfig
-from mtl_edge.features.torch_frontend import FrontEnd
+from mtl_edge.features.torch_frontend import FrontEnd, _frames
 from mtl_edge.tasks import TaskSpec
 from mtl_edge.train.models import MultiTaskModel, register_model
 
@@ -101,7 +101,7 @@ def _cnn_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> dict:
     if bad:
         raise MtlEdgeError(f"logmel_cnn: channels and n_mels are positive integers and spec_augment is 0 or 1, not {', '.join(bad)}")
     n_mels = size.get("n_mels", 40)
-    frames = FrontEnd(frontend_config(n_mels), int(input_dim)).n_frames if int(input_dim) > 0 else 0
+    frames = _frames(int(input_dim), frontend_config(n_mels)) if int(input_dim) > 0 else 0  # no matrices built
     if frames < 2 ** POOLINGS or n_mels < 2 ** POOLINGS:
         raise MtlEdgeError(f"logmel_cnn: a clip of {input_dim} samples gives {frames} frames of {n_mels} bands; its "
                            f"{POOLINGS} poolings need at least {2 ** POOLINGS} of each (prepare longer waveform inputs or more bands)")
