@@ -8,7 +8,7 @@ import torch
 
 from mtl_edge.errors import MtlEdgeError
 from mtl_edge.tasks import TaskSpec
-from mtl_edge.train.logmel_cnn import FREQ_MASK, TIME_MASK, LogMelCNN, _cnn_args
+from mtl_edge.train.logmel_cnn import FREQ_MASK, TIME_MASK, LogMelCNN, _cnn_args, warp_frequency
 
 
 def _specs(**outputs) -> dict[str, TaskSpec]:
@@ -74,6 +74,8 @@ def test_size_options_and_short_clips_are_refused_with_the_reason():
         _cnn_args(16000, specs, layers=3)
     with pytest.raises(MtlEdgeError, match="spec_augment is 0 or 1"):
         _cnn_args(16000, specs, spec_augment=2)
+    with pytest.raises(MtlEdgeError, match="vtlp a percentage from 0 to 49, not vtlp=50"):
+        _cnn_args(16000, specs, vtlp=50)
     with pytest.raises(MtlEdgeError, match="gives 7 frames.*at least 8"):
         _cnn_args(1000, specs)
     with pytest.raises(MtlEdgeError, match="of 4 bands"):
@@ -143,3 +145,41 @@ def test_onecycle_without_a_step_budget_or_an_unknown_schedule_is_refused(tiny_c
     with pytest.raises(MtlEdgeError, match="unknown learning-rate schedule 'cosine'"):
         train_run(tiny_corpus, ["kws"], tmp_path / "b", TrainConfig(model="logmel_cnn", lr_schedule="cosine", epochs=1,
                                                                      model_args={"channels": 2}), processes=1)
+
+
+def test_vtlp_moves_a_tone_by_the_warp_factor_and_keeps_nyquist():
+    """Below the knee a component at bin k moves to k * alpha; alpha 1 is the identity; Nyquist stays at Nyquist."""
+    bins, knee = 513, 4800.0 * 1024 / 16000
+    power = torch.zeros(3, 2, bins)
+    power[:, :, 100] = 1.0
+    power[:, :, bins - 1] = 0.5
+    alpha = torch.tensor([1.0, 1.1, 0.9])
+    warped = warp_frequency(power, alpha, knee)
+    assert torch.equal(warped[0], power[0])
+    for row, a in zip(warped[1:], alpha[1:]):
+        peak = row[0, :400]
+        centre = float((peak * torch.arange(400)).sum() / peak.sum())  # the interpolated tone's centre
+        assert centre == pytest.approx(100 * float(a), abs=0.05)
+        assert float(row[0, bins - 1]) == pytest.approx(0.5)
+        assert torch.equal(row[0], row[1])  # every frame of a clip gets the clip's factor
+
+
+def test_vtlp_warps_only_in_training_and_draws_a_factor_per_clip(speech_samples):
+    torch.manual_seed(0)
+    plain = LogMelCNN(16000, {"kws": 12}, channels=4)
+    warped = LogMelCNN(16000, {"kws": 12}, channels=4, vtlp=10)
+    warped.load_state_dict(plain.state_dict())
+    clip = torch.from_numpy(speech_samples)[None].repeat(4, 1)
+    for model in (plain, warped):
+        model.spec_augment = False
+        model.dropout.p = 0.0
+    plain.eval(), warped.eval()
+    with torch.no_grad():  # the exported (eval) graph is the plain one
+        assert torch.equal(plain.embed(clip), warped.embed(clip))
+    plain.train(), warped.train()
+    with torch.no_grad():
+        bands = plain.bands(clip)
+        assert torch.equal(bands, plain.bands(clip))
+        drawn = warped.bands(clip)
+        assert not torch.allclose(drawn, bands, atol=1e-3)
+        assert not torch.allclose(drawn[0], drawn[1], atol=1e-3)  # one factor per clip, not per batch

@@ -18,10 +18,12 @@ from typer.testing import CliRunner
 from mtl_edge.cli import app
 from mtl_edge.data.manifest import read_manifest
 from mtl_edge.errors import MtlEdgeError
+from mtl_edge.features.inputs import config_from_json
 from mtl_edge.train.checkpoint import load_checkpoint, load_payload
 from mtl_edge.train.metrics import classification_metrics, delta
+from mtl_edge.train.data import load_task_data
 from mtl_edge.train.models import MODELS, create_model
-from mtl_edge.train.trainer import TrainConfig, batch_losses, fit
+from mtl_edge.train.trainer import TrainConfig, batch_losses, fit, predict
 from mtl_edge.train.weighting import WEIGHTINGS, create_weighting
 
 TASKS = {"kws": 12, "speaker": 10, "scene": 5}
@@ -167,11 +169,28 @@ def test_held_out_voices_are_scored_beside_the_test_split(trained_run, demo_corp
     metrics = json.loads((out / "metrics.json").read_text())
     n_unseen = sum(1 for r in read_manifest(demo_corpus).rows_for("kws") if r.split == "test_unseen_speakers")
     assert n_unseen > 0
+    manifest = read_manifest(demo_corpus)
     for task in ("kws", "scene"):
         part = metrics["tasks"][task]["test_unseen_speakers"]
-        assert part["samples"] == n_unseen
-        assert set(part) == {"multi", "single", "delta", "samples"}
+        assert part["samples"] == sum(1 for r in manifest.rows_for(task) if r.split == "test_unseen_speakers")
+        labels = {split: {r.label for r in manifest.rows_for(task) if r.split == split} for split in ("test", "test_unseen_speakers")}
+        lacking = sorted(labels["test"] - labels["test_unseen_speakers"])
+        assert set(part) == {"multi", "single", "delta", "samples"} | ({"seen_same_labels"} if lacking else set())
         assert part["delta"]["accuracy"] == pytest.approx(part["multi"]["accuracy"] - part["single"]["accuracy"])
+    # no voice speaks in a _silence_ clip: the held-out voices' split has none, and the test split over
+    # the same labels is reported beside it (the same figure `evaluate` gives once silence is left out)
+    like = metrics["tasks"]["kws"]["test_unseen_speakers"]["seen_same_labels"]
+    assert like["labels_left_out"] == ["_silence_"]
+    speech_test = [r for r in manifest.rows_for("kws") if r.split == "test" and r.label != "_silence_"]
+    assert like["samples"] == len(speech_test)
+    model, info = load_checkpoint(out / "multi" / "model.pt")
+    data = load_task_data(demo_corpus, ["kws"], config_from_json(info["feature_config"]), labels={"kws": info["labels"]["kws"]})
+    rows = data.tasks["kws"]
+    keep = rows.targets["test"] != info["labels"]["kws"].index("_silence_")
+    predicted = predict(model, data.inputs[rows.rows["test"][keep]])["kws"].argmax(1)
+    assert like["multi"]["accuracy"] == pytest.approx(float((predicted == rows.targets["test"][keep]).mean()))
+    assert like["delta"]["accuracy"] == pytest.approx(like["multi"]["accuracy"] - like["single"]["accuracy"])
+    assert "kws (test, labels of test_unseen_speakers)" in output
     for task in ("speaker", "instrument"):
         assert "test_unseen_speakers" not in metrics["tasks"][task]
     assert "kws (test_unseen_speakers)" in output and "speaker (test_unseen_speakers)" not in output

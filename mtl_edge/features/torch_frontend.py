@@ -110,13 +110,20 @@ class FrontEnd(nn.Module):
     # -- per-frame log mel filter banks ---------------------------------------------------------------
     def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
         """[B, n_samples] -> [B, n_mels, n_frames] (natural log of the floored mel power)."""
+        return self.logmel_of_power(self.power(waveform))
+
+    def power(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, n_samples] -> [B, n_frames, n_fft // 2 + 1]: the power spectrum of each frame."""
         if waveform.dim() != 2 or waveform.shape[1] != self.n_samples:  # static shapes: checked at trace time too
             raise MtlEdgeError(f"the front-end takes [batch, {self.n_samples}] clips, not {list(waveform.shape)}")
         y = nn.functional.pad(waveform, self.pad)
         frames = y[:, self.frame_index].reshape(waveform.shape[0], self.n_frames, -1)  # [B, T, win]
         spec = torch.matmul(frames, self.dft)  # [B, T, 2 * bins]
         re, im = spec[..., : self.n_bins], spec[..., self.n_bins:]
-        power = re * re + im * im
+        return re * re + im * im
+
+    def logmel_of_power(self, power: torch.Tensor) -> torch.Tensor:
+        """[B, n_frames, bins] power -> [B, n_mels, n_frames] log mel (a model may warp the power in between)."""
         mel = torch.matmul(power, self.mel)  # [B, T, mels]
         return torch.log(torch.clamp(mel, min=self.floor)).transpose(1, 2)
 

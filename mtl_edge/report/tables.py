@@ -41,8 +41,14 @@ def render_metrics(metrics: dict, console=None) -> None:
         if "accuracy" not in entry.get("multi", entry.get("single", {})):
             others.append(task)
             continue
-        # the test split, then each further held-out test split the task was scored on
-        for name, part in [(task, entry), *((f"  {task} ({s})", entry[s]) for s in _extra_splits(entry))]:
+        # the test split, then each further held-out test split the task was scored on, preceded by the
+        # test split over that split's labels when it lacks some (the like-for-like comparison)
+        parts = [(task, entry)]
+        for s in _extra_splits(entry):
+            if "seen_same_labels" in entry[s]:
+                parts.append((f"  {task} (test, labels of {s})", entry[s]["seen_same_labels"]))
+            parts.append((f"  {task} ({s})", entry[s]))
+        for name, part in parts:
             cells = [name, str(part.get("test_samples", part.get("samples", "")))]
             for side in (["single", "multi", "delta"] if has_single else ["multi"]):
                 for metric in ("accuracy", "macro_f1"):

@@ -13,6 +13,9 @@ voice's and a channel's fixed colouring), and SpecAugment's time and frequency m
 - Per clip and band: ``(x - mean_t) / sqrt(var_t + 1e-6)``.
 - Training only: one frequency mask of up to ``FREQ_MASK`` bands and one time mask of up to
   ``TIME_MASK`` frames per clip (drawn from torch's generator, which the trainer seeds and saves).
+- Training only, with ``vtlp`` > 0: vocal tract length perturbation (Jaitly and Hinton 2013), each
+  clip's power spectrum warped along frequency by a factor within 1 +- vtlp %, as if a longer or
+  shorter vocal tract spoke the clip (``warp_frequency``).
 - Trunk: three blocks of 3x3 convolution, batch norm, ReLU and 2x2 max pooling (``channels``,
   2x and 4x as many), a fourth convolution, the mean over the remaining time-frequency cells, dropout.
 - One linear head per task on the pooled vector.
@@ -32,12 +35,35 @@ from mtl_edge.train.models import MultiTaskModel, register_model
 FREQ_MASK = 8  # SpecAugment's widest frequency mask (bands) and time mask (frames), as in the field's
 TIME_MASK = 12  # small keyword models (Park et al. 2019's LibriSpeech policy scaled to 40 bands, 1 s)
 POOLINGS = 3  # 2x2 max poolings: a clip needs 2**3 frames and bands
-SIZE_OPTIONS = ("channels", "n_mels", "spec_augment")
+VTLP_BOUNDARY_HZ = 4800.0  # Jaitly and Hinton's F_hi: below it the warp is f * alpha, above it linear to Nyquist
+SIZE_OPTIONS = ("channels", "n_mels", "spec_augment", "vtlp")
 
 
 def frontend_config(n_mels: int) -> FeatureConfig:
     """The project's log mel settings (40 ms windows, 10 ms hop) with ``n_mels`` bands; no summaries."""
     return FeatureConfig(n_mels=n_mels, segments=0, n_cepstra=0)
+
+
+def warp_frequency(power: torch.Tensor, alpha: torch.Tensor, boundary_bin: float) -> torch.Tensor:
+    """VTLP: power [B, T, bins] as spoken by a vocal tract scaled by ``alpha`` [B] (a tone at bin k moves to k * alpha).
+
+    The warp is Jaitly and Hinton's piecewise-linear one: f -> f * alpha up to
+    ``boundary_bin * min(alpha, 1) / alpha``, then the straight line that keeps Nyquist at Nyquist.
+    Each output bin reads its source position (the warp's inverse) by linear interpolation.
+    """
+    bins = power.shape[-1]
+    nyquist = float(bins - 1)
+    a = alpha.to(power.dtype)[:, None]  # [B, 1]
+    knee_in = boundary_bin * torch.clamp(a, max=1.0) / a
+    knee_out = knee_in * a
+    out = torch.arange(bins, dtype=power.dtype)[None, :]  # [1, bins]
+    source = torch.where(out <= knee_out, out / a, nyquist - (nyquist - out) * (nyquist - knee_in) / (nyquist - knee_out))
+    source = source.clamp(0.0, nyquist)
+    low = source.floor()
+    weight = (source - low)[:, None, :]  # [B, 1, bins]
+    index_low = low.long()[:, None, :].expand(-1, power.shape[1], -1)
+    index_high = torch.clamp(index_low + 1, max=bins - 1)
+    return torch.gather(power, 2, index_low) * (1.0 - weight) + torch.gather(power, 2, index_high) * weight
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -50,11 +76,14 @@ class LogMelCNN(MultiTaskModel):
     input_kind = "waveform"
 
     def __init__(self, input_dim: int, tasks: dict[str, int], channels: int = 16, n_mels: int = 40, spec_augment: int = 1,
-                 dropout: float = 0.3):
+                 vtlp: int = 0, dropout: float = 0.3):
         super().__init__()
         self.input_dim = int(input_dim)
         self.spec_augment = bool(spec_augment)
-        self.frontend = FrontEnd(frontend_config(n_mels), self.input_dim)
+        self.vtlp = int(vtlp)
+        cfg = frontend_config(n_mels)
+        self.frontend = FrontEnd(cfg, self.input_dim)
+        self.vtlp_boundary_bin = VTLP_BOUNDARY_HZ * cfg.fft_size / cfg.sample_rate
         c = int(channels)
         self.trunk = nn.Sequential(_block(1, c), _block(c, 2 * c), _block(2 * c, 4 * c),
                                    nn.Conv2d(4 * c, 4 * c, 3, padding=1), nn.BatchNorm2d(4 * c), nn.ReLU())
@@ -63,7 +92,11 @@ class LogMelCNN(MultiTaskModel):
 
     def bands(self, x: torch.Tensor) -> torch.Tensor:
         """[B, samples] -> [B, mels, frames]: log mel, each band standardised over the clip's frames."""
-        logmel = self.frontend.logmel(x)
+        if self.training and self.vtlp:
+            alpha = 1.0 + (2.0 * torch.rand(x.shape[0]) - 1.0) * (self.vtlp / 100.0)
+            logmel = self.frontend.logmel_of_power(warp_frequency(self.frontend.power(x), alpha, self.vtlp_boundary_bin))
+        else:
+            logmel = self.frontend.logmel(x)
         centred = logmel - logmel.mean(dim=-1, keepdim=True)
         return centred / torch.sqrt((centred * centred).mean(dim=-1, keepdim=True) + 1e-6)
 
@@ -91,15 +124,16 @@ class LogMelCNN(MultiTaskModel):
 
 
 def _cnn_args(input_dim, specs: dict[str, TaskSpec], cfg=None, **size) -> dict:
-    """Build args: the task heads and the size from ``TrainConfig.model_args`` (channels, n_mels, spec_augment)."""
+    """Build args: the task heads and the size from ``TrainConfig.model_args`` (channels, n_mels, spec_augment, vtlp)."""
     size = {**(getattr(cfg, "model_args", None) or {}), **size}
     unknown = sorted(set(size) - set(SIZE_OPTIONS))
     if unknown:
         raise MtlEdgeError(f"logmel_cnn: unknown model option(s) {', '.join(unknown)}; options: {', '.join(SIZE_OPTIONS)}")
-    bad = [f"{k}={v!r}" for k, v in size.items()
-           if not (isinstance(v, int) and (v in (0, 1) if k == "spec_augment" else v >= 1))]
+    allowed = {"spec_augment": range(2), "vtlp": range(50)}
+    bad = [f"{k}={v!r}" for k, v in size.items() if not (isinstance(v, int) and (v in allowed[k] if k in allowed else v >= 1))]
     if bad:
-        raise MtlEdgeError(f"logmel_cnn: channels and n_mels are positive integers and spec_augment is 0 or 1, not {', '.join(bad)}")
+        raise MtlEdgeError("logmel_cnn: channels and n_mels are positive integers, spec_augment is 0 or 1 and vtlp a "
+                           f"percentage from 0 to 49, not {', '.join(bad)}")
     n_mels = size.get("n_mels", 40)
     frames = _frames(int(input_dim), frontend_config(n_mels)) if int(input_dim) > 0 else 0  # no matrices built
     if frames < 2 ** POOLINGS or n_mels < 2 ** POOLINGS:
@@ -114,5 +148,6 @@ def _tiny_args(input_dim, specs):
 
 @register_model("logmel_cnn", input_kind="waveform", task_kinds=("classification",), build_args=_cnn_args,
                 tiny_args=_tiny_args, tiny_input_dim=1600)
-def logmel_cnn(input_dim: int, tasks: dict[str, int], channels: int = 16, n_mels: int = 40, spec_augment: int = 1) -> LogMelCNN:
-    return LogMelCNN(input_dim, tasks, channels, n_mels, spec_augment)
+def logmel_cnn(input_dim: int, tasks: dict[str, int], channels: int = 16, n_mels: int = 40, spec_augment: int = 1,
+               vtlp: int = 0) -> LogMelCNN:
+    return LogMelCNN(input_dim, tasks, channels, n_mels, spec_augment, vtlp)

@@ -3,7 +3,9 @@
 ``runs/NAME/`` holds ``config.json`` (resolved), ``multi/`` and ``single/<task>/`` (each with
 ``model.pt``, ``state.pt``, ``curves.csv``, ``history.json``) and ``metrics.json`` on the test split:
 ``{"tasks": {task: {"single": {...}, "multi": {...}, "delta": {...}}}}``; a corpus with further
-held-out test splits (``test_<what>``) adds ``task: {"<split>": {"single", "multi", "delta", "samples"}}``. The baselines use the
+held-out test splits (``test_<what>``) adds ``task: {"<split>": {"single", "multi", "delta", "samples"}}``,
+and, when that split lacks some of the task's test labels, ``"seen_same_labels"`` in it: the test
+split scored over the split's labels only, the like-for-like figure beside it (``same_labels_view``). The baselines use the
 identical config and seed, so a difference is the task mix and nothing else. Tasks may come from
 several corpora (``sources``; ``mtl_edge.train.corpora``): each task's baseline then trains on its
 own corpus, and ``config.json`` and ``metrics.json`` record every task's corpus in ``task_corpora``.
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 
 from mtl_edge import atomic
 from mtl_edge.errors import MtlEdgeError
@@ -30,6 +33,39 @@ RUN_FORMAT = "mtl-edge-run"
 class RunResult:
     folder: Path
     metrics: dict
+
+
+def same_labels_view(data: TaskData, task: str, split: str) -> tuple[TaskData, str, list[str]] | None:
+    """``data`` with one more split: ``task``'s test rows whose label ``split`` has; None when nothing is left out.
+
+    test_unseen_speakers holds speech only (a _silence_ clip has no voice), so its accuracy and the
+    test split's differ by the class mix as well as by the voices; the test split over the same
+    labels isolates the voices. Returns (view, the new split's name, the labels left out).
+    """
+    rows = data.tasks[task]
+    if rows.dense is not None or not rows.labels:  # multilabel, frame and reconstruction tasks: no class mix
+        return None
+    present = np.unique(rows.targets[split][rows.targets[split] >= 0])
+    keep = np.isin(rows.targets["test"], present)
+    if keep.all() or not keep.any():
+        return None
+    name = f"test[labels of {split}]"
+    view = replace(rows, rows={**rows.rows, name: rows.rows["test"][keep]}, targets={**rows.targets, name: rows.targets["test"][keep]})
+    left_out = sorted({rows.labels[i] for i in rows.targets["test"][~keep] if i >= 0})
+    return replace(data, tasks={task: view}), name, left_out
+
+
+def seen_same_labels(models: dict, data: TaskData, task: str, split: str, single: bool) -> dict | None:
+    """The ``seen_same_labels`` entry of ``task`` beside ``split`` (see ``same_labels_view``)."""
+    found = same_labels_view(data, task, split)
+    if found is None:
+        return None
+    view, name, left_out = found
+    out = {"multi": split_metrics(models["multi"], view, name)[task]}
+    if single:
+        out["single"] = split_metrics(models[task], view, name)[task]
+        out["delta"] = delta(out["multi"], out["single"])
+    return {**out, "samples": int(len(view.tasks[task].rows[name])), "labels_left_out": left_out}
 
 
 def _check_writable(folder: Path) -> None:
@@ -155,6 +191,9 @@ def train_run(corpus: str | Path, tasks: list[str], out: str | Path, cfg: TrainC
             if single:
                 side["single"] = split_metrics(models[task], data.subset([task]), split)[task]
                 side["delta"] = delta(side["multi"], side["single"])
+            like = seen_same_labels(models, data, task, split, single)
+            if like is not None:
+                side["seen_same_labels"] = like
             entry[split] = side
         metrics["tasks"][task] = entry
     atomic.write_json(out / "metrics.json", metrics, sort_keys=False)  # tasks in the order given
