@@ -12,17 +12,17 @@ train_once() {
 }
 
 # two_at_a_time "SEEDS" VARIANT...: `job SEED FIELD...` for every seed and variant (fields split at |),
-# two side by side (one per core).
+# two side by side (one per core). A finished run returns at once and frees its slot, so a rerun
+# after adding a variant trains two of the new runs at a time.
 two_at_a_time() {
   local seeds=$1 seed v
-  local -a pending=() fields
+  local -a fields
   shift
   for seed in $seeds; do
     for v in "$@"; do
       IFS='|' read -r -a fields <<< "$v"
+      while (( $(jobs -rp | wc -l) >= 2 )); do wait -n || true; done
       job "$seed" "${fields[@]}" &
-      pending+=($!)
-      if (( ${#pending[@]} >= 2 )); then wait "${pending[0]}" || true; pending=("${pending[@]:1}"); fi
     done
   done
   wait || true

@@ -5,7 +5,10 @@
 # from flite and pico). Both corpora hold out the same two mbrola voices (fr4, nl2 for seed 0) in
 # test_unseen_speakers. kws alone, three seeds; the DNN trains as `train` does by default (up to 200
 # epochs, early stopping), the CNN with its kws_cnn recipe (1,500 steps of 64 clips, about 40 epochs;
-# no mixup; Adam with a one-cycle schedule peaking at 3e-3). Every run is skipped
+# no mixup; Adam with a one-cycle schedule peaking at 3e-3). On ten voices the CNN also trains with
+# vocal tract length perturbation (vtlp=15: each clip's spectrum warped by a factor within 1 +- 15 %),
+# with two audiomentations copies of each kws clip (pitch, rate, gain, backgrounds; -aug), with
+# both, and with four copies with and without vtlp (-aug4, -aug4-vtlp). Every run is skipped
 # when its metrics.json exists, so the script resumes; two runs train side by side.
 #
 # Usage: bash experiments/unseen_cnn.sh [RUNS_FOLDER] [SEEDS]
@@ -18,7 +21,14 @@ MTL=${MTL:-.venv/bin/mtl-edge}
 "$MTL" data demo --out data/demo
 "$MTL" data demo --out data/demo-tts --voices mbrola+tts
 
+AUG="--augment all --augment-copies 2 --augment-tasks kws"
+AUG4="--augment all --augment-copies 4 --augment-tasks kws"
 variants=(
+  "cnn-10voices-aug4-vtlp|data/demo|--model logmel_cnn --model-args vtlp=15 $AUG4"
+  "cnn-10voices-aug4|data/demo|--model logmel_cnn $AUG4"
+  "cnn-10voices-aug-vtlp|data/demo|--model logmel_cnn --model-args vtlp=15 $AUG"
+  "cnn-10voices-aug|data/demo|--model logmel_cnn $AUG"
+  "cnn-10voices-vtlp|data/demo|--model logmel_cnn --model-args vtlp=15"
   "cnn-16voices|data/demo-tts|--model logmel_cnn"
   "cnn-10voices|data/demo|--model logmel_cnn"
   "dnn-16voices|data/demo-tts|--model dnn"

@@ -19,7 +19,7 @@ Corpus = Annotated[Path, typer.Option("--corpus", help="Corpus folder (with mani
 TaskCorpus = Annotated[Optional[Path], typer.Option("--corpus", help="Corpus folder (with manifest.csv) of every task not written TASK@CORPUS.")]
 Model = Annotated[str, typer.Option("--model", help="Registered model name.")]
 Hidden = Annotated[str, typer.Option("--hidden", help="Hidden layer widths (3 equal: 128, 256 or 512).")]
-ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128).")]
+ModelArgs = Annotated[Optional[str], typer.Option("--model-args", help="The model family's size options as k=v,... (wavenet: channels, blocks, layers, tag_hidden, aux_hidden; default the paper's 64, 3, 6, 512, 128; logmel_cnn: channels, n_mels, spec_augment, vtlp (percent); default 16, 40, 1, 0).")]
 Augment = Annotated[Optional[str], typer.Option("--augment", help="Augment the training clips with these audiomentations transforms: pitch_shift, time_stretch, gain, background_noise (the corpus's training backgrounds), gaussian_noise (white noise), comma-separated, or all (the first four).")]
 AugmentCopies = Annotated[int, typer.Option("--augment-copies", min=1, help="Augmented copies per training clip (with --augment).")]
 AugmentTasks = Annotated[Optional[str], typer.Option("--augment-tasks", help="Tasks whose training samples get the copies (default: every labelled task; background noise changes a scene's label).")]
