@@ -4,7 +4,9 @@ Usage: python experiments/unseen_speakers.py RUNS_FOLDER OUT_FOLDER
 
 RUNS_FOLDER holds one run per variant and seed, named VARIANT-sSEED (see experiments/README.md).
 Writes OUT_FOLDER/table.csv (one row per run and task), OUT_FOLDER/table.md (mean and spread per
-variant) and copies each run's metrics.json and config.json (no checkpoints).
+variant), OUT_FOLDER/paired.md (the comparisons of PAIRS whose variants both ran: per-seed
+differences and a paired t-test over the seeds) and copies each run's metrics.json and config.json
+(no checkpoints).
 
 The gap is taken like for like: test_unseen_speakers has no _silence_ clips (no voice speaks in
 them), so the seen-voice figure beside it is the test split over the same labels (metrics.json's
@@ -28,6 +30,17 @@ from mtl_edge.train.run import same_labels_view
 
 TASKS = ("kws", "gender")
 UNSEEN = "test_unseen_speakers"
+# (variant, against): what one change does, seed by seed (experiments/README.md quotes these)
+PAIRS = (
+    ("cnn-10voices", "dnn-10voices"),
+    ("cnn-10voices-aug4-vtlp", "cnn-10voices"),
+    ("cnn-10voices-aug", "cnn-10voices"),
+    ("cnn-10voices-vtlp", "cnn-10voices"),
+    ("cnn-10voices-aug-vtlp", "cnn-10voices-aug"),
+    ("cnn-10voices-aug4", "cnn-10voices-aug"),
+    ("cnn-10voices-aug4-vtlp", "cnn-10voices-aug4"),
+    ("cnn-10voices-aug4-vtlp", "cnn-10voices-aug-vtlp"),
+)
 
 
 def seen_same_labels_accuracy(run: Path, metrics: dict, task: str) -> float:
@@ -89,6 +102,28 @@ def main(runs: Path, out: Path) -> None:
         lines.append(f"| {variant} | {task} | {len(group)} | {spread(seen)} | {spread(like)} | {spread(unseen)} | {gap:.1f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    (out / "paired.md").write_text(paired_table(rows) + "\n")
+
+
+def paired_table(rows: list[dict]) -> str:
+    """PAIRS over the seeds both variants ran: per-seed differences, their mean and a paired t-test."""
+    from scipy.stats import ttest_rel
+
+    by = {(r["variant"], r["task"], r["seed"]): r for r in rows}
+    lines = ["| variant | against | task | measure | per seed (points) | mean (points) | p (paired t) |",
+             "|---|---|---|---|---|---|---|"]
+    for variant, against in PAIRS:
+        for task in TASKS:
+            seeds = sorted(s for (v, t, s) in by if v == variant and t == task and (against, task, s) in by)
+            if len(seeds) < 2:
+                continue
+            for label, key in (("unseen voices", "unseen_accuracy"), ("seen voices, same labels", "seen_same_labels_accuracy")):
+                a = [by[(variant, task, s)][key] for s in seeds]
+                b = [by[(against, task, s)][key] for s in seeds]
+                diffs = " / ".join(f"{100 * (x - y):+.1f}" for x, y in zip(a, b))
+                mean = 100 * statistics.mean(x - y for x, y in zip(a, b))
+                lines.append(f"| {variant} | {against} | {task} | {label} | {diffs} | {mean:+.1f} | {ttest_rel(a, b).pvalue:.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
